@@ -1,0 +1,89 @@
+# The front door. `make` (or `make help`) lists every target. `make demo` and `make test` build the
+# virtual environment themselves the first time (and again only when the dependency files change).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints.txt
+# A wheel index for torch/torchvision, e.g. a CUDA-12 build for V100 servers (README, "V100").
+TORCH_INDEX ?=
+ASSIGNMENT ?= week01_gan_foundations
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+# Tools run from the venv find its kernel and console scripts first.
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND ?= Agg
+# pip prints one warning per package for this machine's optional local mirrors; they are noise.
+PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
+
+.PHONY: help setup demo test test-fast data syllabus doctor generate release collect autograde \
+        feedback grades strip lock clean clean-all
+
+help: ## List every target with one line each
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  Variables: ASSIGNMENT=$(ASSIGNMENT)  PYTHON=$(PYTHON)  TORCH_INDEX=<wheel index for torch>  CONSTRAINTS=$(CONSTRAINTS)"
+
+setup: $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the kit into $(VENV) (first time: a few minutes, torch is large)"
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIP_QUIET)
+	$(if $(strip $(TORCH_INDEX)),$(BIN)/python -m pip install -q $(CONSTRAINT_FLAG) --index-url $(TORCH_INDEX) torch torchvision 2>&1 | $(PIP_QUIET))
+	$(BIN)/python -m pip install -q $(CONSTRAINT_FLAG) -e '.[dev]' 2>&1 | $(PIP_QUIET)
+	$(BIN)/python -c "import torch, torchvision, nbgrader, papermill, gankit; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| nbgrader', nbgrader.__version__, '| papermill', papermill.__version__)"
+	@touch $@
+
+demo: setup ## The whole pipeline on embedded data: generate, release, submit, collect, autograde, feedback, grades
+	$(BIN)/python -m grading demo
+
+test: setup ## Run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$status
+
+test-fast: setup ## Tests without notebook execution and the end-to-end grading runs
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+data: setup ## Build the embedded (synthetic) datasets under the runtime folder
+	$(BIN)/python -m grading data
+
+syllabus: setup ## Regenerate course/SYLLABUS.md from course/course.yml
+	$(BIN)/python -m grading syllabus
+
+doctor: setup ## Check this machine: GPU, driver, torch build, data, exchange
+	$(BIN)/gankit doctor
+
+generate: setup ## Instructor: build the student version of ASSIGNMENT from assignments/
+	$(BIN)/python -m grading generate $(ASSIGNMENT)
+
+release: setup ## Instructor: release ASSIGNMENT to the exchange
+	$(BIN)/python -m grading release $(ASSIGNMENT)
+
+collect: setup ## Instructor: collect submissions of ASSIGNMENT from the exchange
+	$(BIN)/python -m grading collect $(ASSIGNMENT)
+
+autograde: setup ## TA: autograde collected submissions of ASSIGNMENT headless (papermill parameters injected)
+	$(BIN)/python -m grading autograde $(ASSIGNMENT)
+
+feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
+	$(BIN)/python -m grading feedback $(ASSIGNMENT)
+
+grades: setup ## Instructor: export grades (CSV under the runtime folder) and print the table
+	$(BIN)/python -m grading grades
+
+strip: setup ## Strip outputs from every notebook (keeps nbgrader metadata)
+	git ls-files '*.ipynb' | xargs -r $(BIN)/nbstripout --keep-id
+
+lock: setup ## Rewrite constraints.txt from the current .venv (after a deliberate upgrade)
+	$(BIN)/python -m grading lock > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean: ## Remove the runtime folder (release, submissions, gradebook, feedback)
+	rm -rf runtime
+
+clean-all: clean ## Also remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from gankit.cli import main
+import sys
+sys.exit(main())

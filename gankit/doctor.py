@@ -1,0 +1,159 @@
+"""`gankit doctor`: is this server ready to train and grade?
+
+Facts are gathered in one place (`gather`) and judged by a pure function (`diagnose`), so every
+verdict is tested with faked facts: no GPU, an architecture the installed torch build was not
+compiled for (a V100 with a CUDA-13 build), a missing dataset, an unwritable exchange.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CUDA12_HINT = ("install a CUDA-12 build of torch: `make clean-all setup "
+               "TORCH_INDEX=https://download.pytorch.org/whl/cu126` (README, 'V100 servers')")
+
+
+@dataclass
+class GPU:
+    index: int
+    name: str
+    capability: tuple[int, int]
+    memory_gib: float
+
+
+@dataclass
+class Facts:
+    python: str
+    torch: str
+    torch_cuda: str | None           # CUDA version torch was built with, None for CPU builds
+    arch_list: list[str]             # e.g. ['sm_75', 'sm_80', ..., 'compute_120']
+    driver: str | None
+    gpus: list[GPU] = field(default_factory=list)
+    data_root: Path | None = None
+    datasets: dict[str, str] = field(default_factory=dict)   # name -> "verified" | "missing" | problem
+    exchange: Path | None = None
+    free_disk_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str      # "ok" | "warn" | "error"
+    message: str
+
+
+def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Can a build with ``arch_list`` run on a GPU of ``capability``?
+
+    Exact SASS (sm_XY) runs on the same major version with minor >= Y; PTX (compute_XY) is
+    JIT-compiled for any GPU at least as new as XY.
+    """
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        digits = digits.rstrip("af")          # sm_90a, sm_100f: family-specific variants
+        if not digits.isdigit():
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            return True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
+def diagnose(facts: Facts) -> list[Finding]:
+    findings = [Finding("ok", f"Python {facts.python}, torch {facts.torch}"
+                        + (f" (CUDA {facts.torch_cuda})" if facts.torch_cuda else " (CPU build)"))]
+    if not facts.gpus:
+        if facts.torch_cuda and facts.driver is None:
+            findings.append(Finding("warn", "no NVIDIA driver found: training runs on the CPU (fine for "
+                                    "SMOKE=True, far too slow for overnight runs)"))
+        else:
+            findings.append(Finding("warn", "no GPU visible: training runs on the CPU (fine for SMOKE=True)"))
+    for gpu in facts.gpus:
+        sm = f"sm_{gpu.capability[0]}{gpu.capability[1]}"
+        line = f"GPU {gpu.index}: {gpu.name} ({sm}, {gpu.memory_gib:.0f} GiB), driver {facts.driver or '?'}"
+        if arch_supported(gpu.capability, facts.arch_list):
+            findings.append(Finding("ok", line))
+        else:
+            findings.append(Finding("error", f"{line}: this torch build has no kernels for {sm} "
+                                    f"(built for {' '.join(facts.arch_list) or 'nothing'}); {CUDA12_HINT}"))
+        if gpu.capability < (8, 0):
+            findings.append(Finding("ok", f"GPU {gpu.index}: no bf16; mixed precision uses fp16 with a gradient scaler"))
+    if facts.data_root is not None:
+        findings.append(Finding("ok", f"data cache: {facts.data_root} (set GANKIT_DATA to share one copy)"))
+        for name, state in sorted(facts.datasets.items()):
+            if state == "verified":
+                findings.append(Finding("ok", f"dataset {name}: present and verified"))
+            elif state == "missing":
+                findings.append(Finding("warn", f"dataset {name}: not downloaded (`gankit data fetch {name}`)"))
+            else:
+                findings.append(Finding("error", f"dataset {name}: {state} (`gankit data verify {name}`)"))
+    if facts.exchange is not None:
+        if not facts.exchange.is_dir():
+            findings.append(Finding("warn", f"nbgrader exchange {facts.exchange} does not exist yet "
+                                    "(the instructor's first release creates it)"))
+        elif not os.access(facts.exchange, os.W_OK):
+            findings.append(Finding("error", f"nbgrader exchange {facts.exchange} is not writable: "
+                                    "students cannot submit (ask the admin: chmod 1777)"))
+        else:
+            findings.append(Finding("ok", f"nbgrader exchange {facts.exchange} is writable"))
+    if facts.free_disk_gib is not None and facts.free_disk_gib < 10:
+        findings.append(Finding("warn", f"only {facts.free_disk_gib:.1f} GiB free disk for data and checkpoints"))
+    return findings
+
+
+def gather(datasets: tuple[str, ...] = ("mnist",)) -> Facts:
+    import torch
+
+    facts = Facts(python=platform.python_version(), torch=torch.__version__,
+                  torch_cuda=torch.version.cuda, arch_list=[], driver=_driver_version())
+    if torch.cuda.is_available():
+        facts.arch_list = list(torch.cuda.get_arch_list())
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            facts.gpus.append(GPU(i, props.name, (props.major, props.minor), props.total_memory / 2**30))
+    try:
+        from gankit.data import fetch as data_fetch
+        facts.data_root = data_fetch.cache_root() if hasattr(data_fetch, "cache_root") else None
+        from gankit.data import verify
+        for name in datasets:
+            problems = verify(name)
+            facts.datasets[name] = "verified" if not problems else (
+                "missing" if all("missing" in p or "not found" in p for p in problems) else "; ".join(problems))
+    except Exception as err:  # a broken data package must not hide the GPU report
+        facts.datasets["(data)"] = f"could not check: {err}"
+    try:
+        from grading.course import load_course
+        facts.exchange = load_course().exchange_dir
+    except Exception:
+        pass
+    probe = facts.data_root if facts.data_root and facts.data_root.exists() else Path.home()
+    facts.free_disk_gib = shutil.disk_usage(probe).free / 2**30
+    return facts
+
+
+def _driver_version() -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def render(findings: list[Finding]) -> str:
+    marks = {"ok": "  ok ", "warn": "WARN ", "error": "FAIL "}
+    return "\n".join(marks[f.level] + f.message for f in findings)
+
+
+def main(args=None) -> int:
+    findings = diagnose(gather())
+    print(render(findings))
+    return 1 if any(f.level == "error" for f in findings) else 0

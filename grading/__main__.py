@@ -1,0 +1,73 @@
+"""python -m grading COMMAND: the instructor's and TA's steps, and the demo (see `make help`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from grading import pipeline
+from grading.course import REPO_ROOT, CourseError, load_course
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grading", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the whole pipeline on embedded data with a simulated class")
+    demo.add_argument("--runtime", default=None, help="runtime folder for the demo (default: runtime/demo)")
+    sub.add_parser("data", help="build the embedded datasets under the runtime folder")
+    sub.add_parser("syllabus", help="write course/SYLLABUS.md from course.yml")
+    for name in ("generate", "release", "collect", "feedback"):
+        sub.add_parser(name).add_argument("assignment")
+    auto = sub.add_parser("autograde", help="autograde collected submissions headless")
+    auto.add_argument("assignment")
+    auto.add_argument("--student", default=None)
+    sub.add_parser("grades", help="export grades to CSV and print them")
+    sub.add_parser("lock", help="print constraints.txt for the current environment")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "demo":
+            os.environ["GANKIT_COURSE_RUNTIME"] = str(Path(args.runtime or REPO_ROOT / "runtime" / "demo").resolve())
+            import shutil
+            course = load_course()
+            shutil.rmtree(course.runtime_dir, ignore_errors=True)  # the demo always starts clean
+            from grading import demo as demo_module
+            return 1 if demo_module.run(course) else 0
+        course = load_course()
+        if args.command == "data":
+            from gankit.data import prepare
+            for name in ("mnist",):
+                print(name, "->", prepare(name, course.data_dir, smoke=True))
+        elif args.command == "syllabus":
+            from grading.syllabus import render
+            target = REPO_ROOT / "course" / "SYLLABUS.md"
+            pipeline.write_text(target, render(course))
+            print("wrote", target)
+        elif args.command == "generate":
+            print("student version in", pipeline.generate(course, args.assignment))
+        elif args.command == "release":
+            pipeline.release(course, args.assignment)
+        elif args.command == "collect":
+            pipeline.collect(course, args.assignment)
+        elif args.command == "autograde":
+            pipeline.autograde(course, args.assignment, args.student)
+        elif args.command == "feedback":
+            pipeline.feedback(course, args.assignment)
+        elif args.command == "grades":
+            path = pipeline.export_grades(course)
+            rows = pipeline.read_grades_csv(path)
+            keys = ["assignment", "student_id", "score", "max_score"]
+            print(pipeline.format_table([keys] + [[r.get(k, "") for k in keys] for r in rows]) if rows else "no grades yet")
+            print("written to", path)
+        elif args.command == "lock":
+            from grading.lock import freeze
+            sys.stdout.write(freeze())
+    except (CourseError, pipeline.PipelineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

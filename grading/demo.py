@@ -1,0 +1,239 @@
+"""`make demo`: one course week end to end on embedded data, with a simulated class.
+
+Every student below is a situation TAs meet every term. Each one says what it deserves per test
+cell; the demo exits non-zero when nbgrader + our preprocessors give anything else. The demo works
+in its own runtime folder (runtime/demo by default) and never touches a real class's gradebook.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+
+from grading import pipeline
+from grading.course import Course
+
+ASSIGNMENT = "week01_gan_foundations"
+NOTEBOOK = "gan_foundations.ipynb"
+AUTOGRADED = {  # grade_id: points, in notebook order
+    "test_discriminator_loss": 3, "test_generator_losses": 3, "test_blocks": 4,
+    "test_networks": 4, "test_train_step": 4, "test_training_ran": 2,
+}
+WRITTEN = "written_saturation"
+DEMO_CELL_TIMEOUT_S = 20   # the infinite loop costs this twice; real grading uses course.yml's
+
+
+def solutions(course: Course) -> dict[str, str]:
+    """{grade_id: the instructor's solution code} from the source notebook, markers removed."""
+    source = nbformat.read(course.week_of(ASSIGNMENT).assignment_dir() / NOTEBOOK, as_version=4)
+    found = {}
+    for cell in source.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            lines = [ln for ln in cell.source.splitlines() if "### BEGIN SOLUTION" not in ln
+                     and "### END SOLUTION" not in ln]
+            found[meta["grade_id"]] = "\n".join(lines)
+    return found
+
+
+def _cells(nb) -> dict[str, nbformat.NotebookNode]:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+
+
+def _solve(nb, sol, *grade_ids):
+    cells = _cells(nb)
+    for gid in grade_ids:
+        cells[gid].source = sol[gid]
+
+
+def _replace(nb, grade_id, old, new):
+    cell = _cells(nb)[grade_id]
+    if old not in cell.source:
+        raise AssertionError(f"demo persona edit: {old!r} not found in cell {grade_id}")
+    cell.source = cell.source.replace(old, new, 1)
+
+
+ALL_CODE = ("losses", "dcgan", "train_step")
+
+
+def full(nb, sol):
+    _solve(nb, sol, *ALL_CODE, WRITTEN)
+
+
+def untouched(nb, sol):
+    pass
+
+
+def partial(nb, sol):
+    # Right losses but a sign error in the minimax loss, BatchNorm on D's input layer, no train_step.
+    _solve(nb, sol, "losses", "dcgan")
+    _replace(nb, "losses", "return -F.softplus(fake_logits).mean()", "return F.softplus(fake_logits).mean()")
+    _replace(nb, "dcgan", "discriminator_block(channels, ndf, batch_norm=False)", "discriminator_block(channels, ndf)")
+    _cells(nb)[WRITTEN].source = "The minimax loss saturates when D wins, so G learns slowly."
+
+
+def kernel_crash(nb, sol):
+    # A segfault inside train_step (think: a broken CUDA extension).
+    full(nb, sol)
+    _replace(nb, "train_step", "fake = G(z)", "import ctypes; ctypes.string_at(0)  # segfaults\n    fake = G(z)")
+
+
+def infinite_loop(nb, sol):
+    full(nb, sol)
+    _replace(nb, "train_step", "fake = G(z)", "while True:  # waits for a condition that never comes\n        pass\n    fake = G(z)")
+
+
+def tampered(nb, sol):
+    # Wrong minimax loss, "fixed" by editing its test to `pass`; deletes the block tests too.
+    full(nb, sol)
+    _replace(nb, "losses", "return -F.softplus(fake_logits).mean()", "return torch.zeros(())")
+    _cells(nb)["test_generator_losses"].source = "pass"
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_blocks"]
+
+
+def noisy(nb, sol):
+    # Correct code that warns on stderr (as torch often does): nbgrader alone would score it 0.
+    full(nb, sol)
+    _replace(nb, "losses", "return F.softplus(-real_logits)",
+             'import warnings; warnings.warn("logits are not clamped", UserWarning)\n'
+             "    return F.softplus(-real_logits)")
+    _replace(nb, "train_step", "fake = G(z)", "import sys; print('step', file=sys.stderr)\n    fake = G(z)")
+
+
+@dataclass(frozen=True)
+class Student:
+    student_id: str
+    situation: str
+    edit: Callable
+    lost: dict = field(default_factory=dict)   # grade_id -> points lost (0 elsewhere)
+    manual: float | None = None                # the instructor's score for the written answer
+    days_late: float = 0.0
+
+    def expected(self, late_penalty_per_day: float) -> dict:
+        auto = {gid: pts - self.lost.get(gid, 0) for gid, pts in AUTOGRADED.items()}
+        written = self.manual if self.manual is not None else 0.0
+        penalty = 0.0
+        if self.days_late > 0:
+            import math
+            penalty = round(sum(auto.values()) * late_penalty_per_day * math.ceil(self.days_late), 6)
+        return {"auto": auto, "written": written, "penalty": penalty,
+                "total": sum(auto.values()) + written - penalty}
+
+
+CLASS = [
+    Student("ada", "complete and correct", full, manual=4.0),
+    Student("blank", "submitted the release version untouched", untouched, lost=dict(AUTOGRADED)),
+    Student("pat", "partly right: minimax sign, BN on D's input, no train_step", partial,
+            lost={"test_generator_losses": 3, "test_networks": 4, "test_train_step": 4, "test_training_ran": 2},
+            manual=2.0),
+    Student("seg", "train_step segfaults the kernel", kernel_crash,
+            lost={"test_train_step": 4, "test_training_ran": 2}, manual=4.0),
+    Student("loop", "train_step never returns", infinite_loop,
+            lost={"test_train_step": 4, "test_training_ran": 2}, manual=4.0),
+    Student("tam", "edited a test cell to `pass`, deleted another", tampered,
+            lost={"test_generator_losses": 3}, manual=3.0),
+    Student("noisy", "correct, but warns on stderr", noisy, manual=4.0),
+    Student("late", "correct, two days late", full, manual=None, days_late=1.5),
+]
+
+
+def simulate_submissions(course: Course, students=CLASS) -> None:
+    sol = solutions(course)
+    for student in students:
+        home = course.runtime_dir / "students" / student.student_id
+        shutil.rmtree(home, ignore_errors=True)
+        folder = pipeline.fetch(course, ASSIGNMENT, home)
+        path = folder / NOTEBOOK
+        nb = nbformat.read(path, as_version=4)
+        student.edit(nb, sol)
+        nbformat.write(nb, path)
+        pipeline.submit(course, ASSIGNMENT, student.student_id, home)
+
+
+def backdate_late_submissions(course: Course, students=CLASS) -> None:
+    """Rewrite the collected timestamp of late students (the exchange stamps 'now')."""
+    due = course.week_of(ASSIGNMENT).due
+    for student in students:
+        if student.days_late:
+            stamp = course.runtime_dir / "submitted" / student.student_id / ASSIGNMENT / "timestamp.txt"
+            when = due + dt.timedelta(days=student.days_late)
+            stamp.write_text(when.strftime("%Y-%m-%d %H:%M:%S.%f %Z").strip())
+
+
+def late_penalties(course: Course) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+        return {s.student.id: float(s.late_submission_penalty or 0)
+                for s in gb.find_assignment(ASSIGNMENT).submissions}
+
+
+def run(course: Course, students=CLASS, cell_timeout: int = DEMO_CELL_TIMEOUT_S) -> int:
+    """The whole week; returns the number of students whose scores differ from what they deserve."""
+    from gankit.data import prepare
+
+    t0 = time.monotonic()
+    step = lambda text: print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
+    step(f"runtime folder: {course.runtime_dir}")
+    step("building the embedded data (synthetic MNIST in the official IDX layout)")
+    prepare("mnist", course.data_dir, smoke=True, seed=0)
+    step(f"generate_assignment {ASSIGNMENT} (student version: solutions and hidden tests removed)")
+    pipeline.generate(course, ASSIGNMENT)
+    step("release_assignment to the exchange")
+    pipeline.release(course, ASSIGNMENT)
+    step(f"{len(students)} students fetch, work and submit")
+    simulate_submissions(course, students)
+    step("collect")
+    pipeline.collect(course, ASSIGNMENT)
+    backdate_late_submissions(course, students)
+    step(f"autograde headless (papermill parameters injected; cell timeout {cell_timeout} s)")
+    pipeline.nbgrader(course, "autograde", ASSIGNMENT, "--force", f"--GradingExecute.timeout={cell_timeout}")
+    step("instructor grades the written answers")
+    for student in students:
+        if student.manual is not None:
+            pipeline.set_manual_grade(course, ASSIGNMENT, student.student_id, WRITTEN, student.manual)
+    step("generate_feedback + release_feedback")
+    pipeline.feedback(course, ASSIGNMENT)
+    step("export grades")
+    csv_path = pipeline.export_grades(course)
+    step(f"grades written to {csv_path}")
+    return report(course, students)
+
+
+def report(course: Course, students=CLASS) -> int:
+    scores = pipeline.cell_scores(course, ASSIGNMENT)
+    penalties = late_penalties(course)
+    exported = {row["student_id"]: float(row["score"]) for row in pipeline.read_grades_csv(
+        course.runtime_dir / "reports" / "grades.csv") if row["assignment"] == ASSIGNMENT}
+    short = {gid: re.sub(r"^test_", "", gid)[:10] for gid in AUTOGRADED}
+    rows = [["student", *short.values(), "written", "late", "total", "expected", "", "situation"]]
+    wrong = 0
+    for student in students:
+        want = student.expected(course.late_policy.penalty_per_day)
+        got = scores.get(student.student_id, {})
+        auto = {gid: (got[gid].score if gid in got else None) for gid in AUTOGRADED}
+        written = got.get(WRITTEN).score if WRITTEN in got else None
+        penalty = penalties.get(student.student_id, 0.0)
+        total = exported.get(student.student_id)
+        ok = (auto == want["auto"] and (written or 0.0) == want["written"]
+              and abs(penalty - want["penalty"]) < 1e-6 and total is not None
+              and abs(total - want["total"]) < 1e-6)
+        wrong += not ok
+        fmt = lambda v: "-" if v is None else f"{v:g}"
+        rows.append([student.student_id, *(fmt(auto[g]) for g in AUTOGRADED), fmt(written),
+                     fmt(-penalty if penalty else 0), fmt(total), f"{want['total']:g}",
+                     "ok" if ok else "WRONG", student.situation])
+    print()
+    print(pipeline.format_table(rows))
+    print()
+    if wrong:
+        print(f"{wrong} student(s) got a score they do not deserve (see WRONG rows)")
+    else:
+        print(f"all {len(students)} students got exactly the scores they deserve")
+    return wrong

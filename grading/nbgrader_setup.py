@@ -1,0 +1,67 @@
+"""Turn course.yml into nbgrader configuration (used by course/nbgrader_config.py)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from grading.course import REPO_ROOT, Course
+
+AUTOGRADE_PREPROCESSORS = [
+    "grading.preprocessors.InjectGradingParameters",
+    "grading.preprocessors.GradingExecute",
+    "grading.preprocessors.RelabelStderr",
+    "grading.preprocessors.MarkUnrunTestCells",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+
+def ensure_runtime_layout(course: Course) -> None:
+    """Create the runtime folder; nbgrader's ``source/`` there points at the repo's assignments/.
+
+    Instructors author in assignments/ (tracked); nbgrader wants ``<root>/source/<assignment>``.
+    A symlink keeps one copy.
+    """
+    course.runtime_dir.mkdir(parents=True, exist_ok=True)
+    source = course.runtime_dir / "source"
+    target = REPO_ROOT / "assignments"
+    if source.is_symlink() and Path(os.readlink(source)) != target:
+        source.unlink()
+    if not source.exists():
+        source.symlink_to(target, target_is_directory=True)
+    course.exchange_dir.mkdir(parents=True, exist_ok=True)
+    # nbgrader's default exchange refuses directories that are not world-writable (sticky /tmp-style).
+    os.chmod(course.exchange_dir, 0o1777)
+
+
+def grading_parameters(course: Course) -> dict:
+    """What papermill injects into each graded notebook."""
+    return {**course.grading.parameters, "DATA_DIR": str(course.data_dir)}
+
+
+def configure(c, course: Course) -> None:
+    """Fill a traitlets Config ``c`` for every nbgrader app of this course."""
+    ensure_runtime_layout(course)
+    c.CourseDirectory.course_id = course.course_id
+    c.CourseDirectory.root = str(course.runtime_dir)
+    c.CourseDirectory.db_url = f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
+    c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
+    c.Exchange.root = str(course.exchange_dir)
+    c.Exchange.timezone = course.timezone
+    # A deleted test cell comes back from the gradebook and runs, instead of being recorded as None.
+    c.OverwriteCells.add_missing_cells = True
+    c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
+    c.Execute.timeout = course.grading.cell_timeout_s
+    c.GradingExecute.timeout = course.grading.cell_timeout_s
+    c.GradingExecute.notebook_timeout = course.grading.notebook_timeout_s
+    c.GradingExecute.max_kernel_restarts = course.grading.max_kernel_restarts
+    c.InjectGradingParameters.parameters = grading_parameters(course)
+    c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
+    c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
+    c.CourseLatePolicy.max_days = course.late_policy.max_days
+    # Student-side validate runs the same parameters so "Validate" agrees with the grader.
+    c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -1,0 +1,169 @@
+"""Each step of the instructor's and TA's week, driving nbgrader's own command line.
+
+nbgrader stays the source of truth (checksums, gradebook, feedback); every step runs
+``nbgrader <command>`` from course/, so it reads course/nbgrader_config.py exactly as an
+instructor's own terminal would. The student side (fetch, submit) runs from the student's folder
+with the exchange named on the command line, as a student's server would have it configured.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from grading.course import REPO_ROOT, Course
+from grading.nbgrader_setup import ensure_runtime_layout
+from gankit.io import atomic_write_text
+
+
+class PipelineError(RuntimeError):
+    """An nbgrader step failed; the message holds the command and the end of its log."""
+
+
+def _env(course: Course) -> dict:
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    # nbgrader shells out to `alembic` and starts kernels by name: both must come from this venv.
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["GANKIT_COURSE_RUNTIME"] = str(course.runtime_dir)
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def nbgrader(course: Course, *args: str, cwd: Path | None = None, check: bool = True,
+             quiet: bool = True) -> subprocess.CompletedProcess:
+    """Run ``nbgrader ARGS`` (from course/ unless ``cwd``); raise PipelineError on failure."""
+    command = [sys.executable, "-m", "nbgrader", *args]
+    result = subprocess.run(command, cwd=cwd or REPO_ROOT / "course", env=_env(course),
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    log = result.stdout + result.stderr
+    failed = result.returncode != 0 or "[ERROR]" in log.replace("| ERROR]", "[ERROR]")
+    if check and failed:
+        tail = "\n".join(log.splitlines()[-30:])
+        raise PipelineError(f"`nbgrader {' '.join(args)}` failed (exit {result.returncode}):\n{tail}")
+    if not quiet:
+        print(log, end="")
+    return result
+
+
+def generate(course: Course, assignment_id: str) -> Path:
+    """Build the student version under release/ and record the due date in the gradebook."""
+    from nbgrader.api import Gradebook
+
+    ensure_runtime_layout(course)
+    week = course.week_of(assignment_id)
+    if not week.assignment_dir().is_dir():
+        raise PipelineError(f"assignments/{assignment_id}/ does not exist yet (course.yml lists week {week.week})")
+    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+        gb.update_or_create_assignment(assignment_id, duedate=week.due)
+    nbgrader(course, "generate_assignment", assignment_id, "--force")
+    return course.runtime_dir / "release" / assignment_id
+
+
+def release(course: Course, assignment_id: str) -> None:
+    nbgrader(course, "release_assignment", assignment_id, "--force")
+
+
+def _student_flags(course: Course) -> list[str]:
+    return [f"--Exchange.root={course.exchange_dir}", f"--course={course.course_id}"]
+
+
+def fetch(course: Course, assignment_id: str, student_home: Path) -> Path:
+    """What a student's 'Fetch' button does: copy the released version into their home."""
+    student_home.mkdir(parents=True, exist_ok=True)
+    nbgrader(course, "fetch_assignment", assignment_id, *_student_flags(course), cwd=student_home)
+    return student_home / assignment_id
+
+
+def submit(course: Course, assignment_id: str, student_id: str, student_home: Path) -> None:
+    """What a student's 'Submit' button does (the exchange records student id and timestamp)."""
+    nbgrader(course, "submit", assignment_id, f"--student={student_id}", *_student_flags(course),
+             cwd=student_home)
+
+
+def collect(course: Course, assignment_id: str) -> None:
+    nbgrader(course, "collect", assignment_id, "--update")
+
+
+def autograde(course: Course, assignment_id: str, student_id: str | None = None) -> None:
+    """Sanitize, inject parameters, execute and score (grading/preprocessors.py), headless."""
+    args = ["autograde", assignment_id, "--force"]
+    if student_id:
+        args.append(f"--student={student_id}")
+    nbgrader(course, *args)
+
+
+def feedback(course: Course, assignment_id: str) -> None:
+    nbgrader(course, "generate_feedback", assignment_id, "--force")
+    nbgrader(course, "release_feedback", assignment_id)
+
+
+def export_grades(course: Course) -> Path:
+    """nbgrader's CSV export, written beside and renamed into place so a crash leaves the old one."""
+    target = course.runtime_dir / "reports" / "grades.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(".grades.csv.partial")
+    nbgrader(course, "export", f"--to={partial}")
+    os.replace(partial, target)
+    return target
+
+
+@dataclass(frozen=True)
+class CellScore:
+    grade_id: str
+    score: float | None      # None: waiting for a manual grade
+    max_score: float
+    needs_manual_grade: bool
+
+
+def cell_scores(course: Course, assignment_id: str) -> dict[str, dict[str, CellScore]]:
+    """{student: {grade_id: CellScore}} from the gradebook, for every submission of the assignment."""
+    from nbgrader.api import Gradebook
+
+    table: dict[str, dict[str, CellScore]] = {}
+    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+        assignment = gb.find_assignment(assignment_id)
+        for submission in assignment.submissions:
+            row = {}
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    manual = grade.manual_score is not None
+                    score = grade.manual_score if manual else grade.auto_score
+                    row[grade.name] = CellScore(grade.name, None if score is None else float(score),
+                                                float(grade.max_score), bool(grade.needs_manual_grade))
+            table[submission.student.id] = row
+    return table
+
+
+def set_manual_grade(course: Course, assignment_id: str, student_id: str, grade_id: str, score: float) -> None:
+    """What formgrader's score box does for a hand-graded cell."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+        submission = gb.find_submission(assignment_id, student_id)
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                if grade.name == grade_id:
+                    grade.manual_score = score
+                    grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def read_grades_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
