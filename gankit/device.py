@@ -57,7 +57,8 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         name = torch.cuda.get_device_name(index)
-        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # is_bf16_supported() also counts slow emulation (True on a V100); native bf16 is sm_80+.
+        bf16 = "bf16" if torch.cuda.get_device_capability(index) >= (8, 0) else "fp16"
         return f"cuda:{index} ({name}, {bf16})"
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,271 @@
+"""Which datasets the course uses, where they live on the internet and how they look on disk.
+
+Every remote file is pinned by its SHA-256 and byte size, copied from a public source (see the
+comment above each entry), never computed here. A file whose bytes differ is refused, so a
+half-finished download, a captive-portal HTML page or a tampered mirror can never reach a model.
+
+Nothing here touches the disk or the network; this module is plain data plus two look-ups.
+"""
+from __future__ import annotations
+
+import re
+import types
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+Extract = Literal["zip", "tar.gz"]
+
+
+class DataError(RuntimeError):
+    """A dataset problem a student can fix; the message says how.
+
+    Raised for unknown names, failed downloads, checksum mismatches, read-only caches and
+    malformed files. Command-line tools print the message and exit non-zero instead of showing a
+    traceback.
+    """
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One remote file of a dataset.
+
+    Parameters
+    ----------
+    filename : str
+        Name of the file inside the dataset directory (the archive itself is kept there).
+    url : str
+        Primary download location.
+    sha256 : str
+        Lower-case hex SHA-256 of the exact bytes (64 characters).
+    size : int
+        Size in bytes; checked before hashing, so a truncated file fails fast.
+    extract : {None, "zip", "tar.gz"}
+        Unpack the file into the dataset directory after verification, or keep it as is.
+    mirrors : tuple of str
+        Further locations serving the same bytes, tried in order when the previous one fails.
+        The checksum, not the host, is what is trusted.
+    """
+
+    filename: str
+    url: str
+    sha256: str
+    size: int
+    extract: Extract | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every location to try, primary first."""
+        return (self.url, *self.mirrors)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its files and the layout ``verify`` checks after extraction.
+
+    Parameters
+    ----------
+    name : str
+        Registry key and directory name under the cache root.
+    description : str
+        One line for ``gankit data list``.
+    files : tuple of FileSpec
+        The remote files.
+    layout : str
+        Short name of the on-disk format (``"idx-gz"``, ``"cifar-python"``, ``"cyclegan"``).
+    required : tuple of str
+        Paths, relative to the dataset directory, that must exist once the dataset is ready.
+    license : str
+        License / terms-of-use note, shown to students.
+    homepage : str
+        Where the dataset is described.
+    """
+
+    name: str
+    description: str
+    files: tuple[FileSpec, ...]
+    layout: str
+    required: tuple[str, ...]
+    license: str = ""
+    homepage: str = ""
+
+    @property
+    def size(self) -> int:
+        """Total download size in bytes."""
+        return sum(f.size for f in self.files)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# ---------------------------------------------------------------------------------------------
+# MNIST. Checksums and sizes: tensorflow/datasets, tensorflow_datasets/url_checksums/mnist.txt
+# (entries for the CVDF mirror). The ossci mirror is the one torchvision falls back to.
+_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": (
+        9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    "train-labels-idx1-ubyte.gz": (
+        28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    "t10k-images-idx3-ubyte.gz": (
+        1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    "t10k-labels-idx1-ubyte.gz": (
+        4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+}
+
+# Fashion-MNIST. Checksums and sizes: tensorflow/datasets, url_checksums/fashion_mnist.txt (for
+# the Zalando S3 bucket, which is http only). keras-team/keras keras/src/datasets/fashion_mnist.py
+# pins the same SHA-256s to the https Keras mirror used as primary here.
+_FASHION_FILES = {
+    "train-images-idx3-ubyte.gz": (
+        26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+    "train-labels-idx1-ubyte.gz": (
+        29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+    "t10k-images-idx3-ubyte.gz": (
+        4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+    "t10k-labels-idx1-ubyte.gz": (
+        5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+}
+
+# CycleGAN unpaired sets. Checksums and sizes: tensorflow/datasets, url_checksums/cycle_gan.txt,
+# recorded for the original people.eecs.berkeley.edu/~taesung_park/ location; the archives now
+# live on the efrosgans server (the CycleGAN repository's download script points there). Both
+# are listed; the checksum decides.
+_CYCLEGAN_FILES = {
+    "horse2zebra": (
+        116867962, "a74d9d392eecca9966b51287a76ca126af473d9de4f3e8fc0e9cda08fa1730a1",
+        "Horses <-> zebras (ImageNet photos), 256x256 JPEG"),
+    "apple2orange": (
+        78456409, "845a191e9af8926408ea597001cd03a452e3300a1f44a79fe329b3d59f6e3eb8",
+        "Apples <-> oranges (ImageNet photos), 256x256 JPEG"),
+    "summer2winter_yosemite": (
+        132640856, "167fe1726807a9d22bd106b4a6c0bd7953b688af924ac1bf967439c4961e49f9",
+        "Yosemite in summer <-> winter (Flickr), 256x256 JPEG"),
+    "monet2photo": (
+        305231073, "88f91b00fc228f97c9411fbf1880ec1d119c98f1722e4cfcfaa2fb35fac05b04",
+        "Monet paintings <-> landscape photos, 256x256 JPEG"),
+    "maps": (
+        1476754427, "639534f69dbf9f36bef8d6292a7698006361221f83f0285d7c9ca78afe6e8a9e",
+        "Aerial photos <-> Google Maps tiles (NYC), 600x600 JPEG"),
+}
+
+_IDX_REQUIRED = tuple(_MNIST_FILES)  # same four names for MNIST and Fashion-MNIST
+_CIFAR_DIR = "cifar-10-batches-py"
+_CYCLEGAN_SPLITS = ("trainA", "trainB", "testA", "testB")
+
+
+def _idx_dataset(name: str, description: str, table: dict, base: str, mirrors: tuple[str, ...],
+                 license: str, homepage: str) -> DatasetSpec:
+    files = tuple(
+        FileSpec(filename=fn, url=base + fn, sha256=sha, size=size,
+                 mirrors=tuple(m + fn for m in mirrors))
+        for fn, (size, sha) in table.items()
+    )
+    return DatasetSpec(name=name, description=description, files=files, layout="idx-gz",
+                       required=_IDX_REQUIRED, license=license, homepage=homepage)
+
+
+def _cyclegan_dataset(name: str, size: int, sha: str, description: str) -> DatasetSpec:
+    filename = f"{name}.zip"
+    return DatasetSpec(
+        name=name,
+        description=description,
+        files=(FileSpec(
+            filename=filename,
+            url=f"https://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{filename}",
+            sha256=sha, size=size, extract="zip",
+            mirrors=("https://people.eecs.berkeley.edu/~taesung_park/CycleGAN/datasets/"
+                     + filename,),
+        ),),
+        layout="cyclegan",
+        required=tuple(f"{name}/{split}" for split in _CYCLEGAN_SPLITS),
+        license="Research use; images keep their original owners' terms (ImageNet, Flickr, "
+                "WikiArt, Google Maps). Cite Zhu et al., ICCV 2017.",
+        homepage="https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix",
+    )
+
+
+def _build_registry() -> Mapping[str, DatasetSpec]:
+    specs = [
+        _idx_dataset(
+            "mnist", "Handwritten digits 0-9, 28x28 grey, 60k train / 10k test", _MNIST_FILES,
+            base="https://storage.googleapis.com/cvdf-datasets/mnist/",
+            mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+            license="Y. LeCun, C. Cortes, C. Burges; free for research (CC BY-SA 3.0 as "
+                    "commonly stated).",
+            homepage="http://yann.lecun.com/exdb/mnist/",
+        ),
+        _idx_dataset(
+            "fashion_mnist", "Zalando clothing, 10 classes, 28x28 grey, 60k train / 10k test",
+            _FASHION_FILES,
+            base="https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            mirrors=("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
+                     "data/fashion/",),
+            license="MIT license, (c) Zalando SE.",
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        # CIFAR-10 python tarball. SHA-256: keras-team/keras keras/src/datasets/cifar10.py
+        # (file_hash for this URL). Size: the Content-Length the Toronto server sends (170498071,
+        # as recorded in many public download logs and in Nervana neon's CIFAR10 loader).
+        DatasetSpec(
+            name="cifar10",
+            description="Tiny natural images, 10 classes, 32x32 RGB, 50k train / 10k test",
+            files=(FileSpec(
+                filename="cifar-10-python.tar.gz",
+                url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                size=170498071, extract="tar.gz",
+            ),),
+            layout="cifar-python",
+            required=tuple(f"{_CIFAR_DIR}/{b}" for b in (
+                *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
+            license="A. Krizhevsky, 2009; no explicit license, cite the tech report.",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        *(_cyclegan_dataset(name, size, sha, desc)
+          for name, (size, sha, desc) in _CYCLEGAN_FILES.items()),
+    ]
+    return types.MappingProxyType({s.name: s for s in specs})
+
+
+#: Every known dataset by name. Read-only: pass ``spec=`` to ``fetch`` for anything else.
+REGISTRY: Mapping[str, DatasetSpec] = _build_registry()
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, in registry order."""
+    return list(REGISTRY)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """Look a dataset up by name.
+
+    Raises
+    ------
+    DataError
+        If the name is unknown; the message lists the known names.
+    """
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise DataError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(REGISTRY)}"
+        ) from None
+
+
+def check_spec(spec: DatasetSpec) -> list[str]:
+    """Problems with a spec's own fields (empty when it is well formed); used by the tests."""
+    problems = []
+    names = [f.filename for f in spec.files]
+    if len(set(names)) != len(names):
+        problems.append(f"{spec.name}: duplicate file names {names}")
+    for f in spec.files:
+        if not _SHA256.match(f.sha256):
+            problems.append(f"{spec.name}/{f.filename}: sha256 is not 64 lower-case hex digits")
+        if not (isinstance(f.size, int) and f.size > 0):
+            problems.append(f"{spec.name}/{f.filename}: size must be a positive int")
+        if "/" in f.filename or f.filename.startswith("."):
+            problems.append(f"{spec.name}/{f.filename}: filename must be a plain name")
+        if f.extract not in (None, "zip", "tar.gz"):
+            problems.append(f"{spec.name}/{f.filename}: unknown extract {f.extract!r}")
+    if not spec.required:
+        problems.append(f"{spec.name}: no required paths, verify could not check the layout")
+    return problems

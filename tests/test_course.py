@@ -1,0 +1,83 @@
+"""course.yml is the single source of truth: it parses, and everything derived from it agrees."""
+from __future__ import annotations
+
+import re
+import textwrap
+
+import nbformat
+import pytest
+from traitlets.config import Config
+
+from grading.course import REPO_ROOT, CourseError, load_course
+from grading.nbgrader_setup import configure
+from grading.syllabus import render
+
+
+def test_course_has_twelve_weeks_with_three_or_four_papers():
+    course = load_course()
+    assert [w.week for w in course.weeks] == list(range(1, 13))
+    for week in course.weeks:
+        assert 3 <= len(week.papers) <= 4
+        assert all(p.link.startswith("https://") and 2010 <= p.year <= 2030 for p in week.papers)
+    titles = " ".join(w.title for w in course.weeks)
+    for must in ("CycleGAN", "StarGAN", "compression", "foundations"):
+        assert must in titles
+
+
+def test_committed_syllabus_is_generated_from_course_yml():
+    committed = (REPO_ROOT / "course" / "SYLLABUS.md").read_text()
+    assert committed == render(load_course()), "run `make syllabus` and commit course/SYLLABUS.md"
+
+
+def test_assignment_points_match_the_notebooks():
+    course = load_course()
+    assert course.available_assignments(), "at least week 1 has an assignment"
+    for week in course.available_assignments():
+        total = 0.0
+        for path in week.assignment_dir().glob("*.ipynb"):
+            for cell in nbformat.read(path, as_version=4).cells:
+                meta = cell.metadata.get("nbgrader", {})
+                if meta.get("grade") or meta.get("task"):
+                    total += float(meta.get("points", 0))
+        assert total == week.points, f"course.yml says {week.points} points for {week.assignment}, notebooks sum to {total}"
+
+
+def test_every_available_week_has_its_paper_notebook():
+    for week in load_course().available_assignments():
+        assert week.notebook_path().exists(), f"{week.notebook} is listed in course.yml but missing"
+
+
+def test_nbgrader_config_comes_from_course_yml(course_runtime):
+    c = Config()
+    configure(c, course_runtime)
+    assert c.CourseDirectory.course_id == "gan-course"
+    assert c.CourseDirectory.root == str(course_runtime.runtime_dir)
+    assert c.Exchange.root == str(course_runtime.exchange_dir)
+    assert c.GradingExecute.timeout == course_runtime.grading.cell_timeout_s
+    assert c.InjectGradingParameters.parameters["DATA_DIR"] == str(course_runtime.data_dir)
+    assert c.OverwriteCells.add_missing_cells is True
+    assert (course_runtime.runtime_dir / "source").resolve() == (REPO_ROOT / "assignments").resolve()
+    # The config file nbgrader itself reads is the same function applied to the same file.
+    text = (REPO_ROOT / "course" / "nbgrader_config.py").read_text()
+    assert "configure(c, load_course())" in text
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("course_id: gan-course\n", ""), "lacks the key 'course_id'"),
+    (lambda t: t.replace("  - week: 2\n", "  - week: 3\n", 1), "numbered 1..12"),
+    (lambda t: t.replace("    due: 2027-01-18T23:59:00", "    due: 2027-01-01T23:59:00"), "before it is released"),
+    (lambda t: t.replace("weeks:", "weeks: [\n"), "not valid YAML"),
+])
+def test_malformed_course_file_names_the_problem(tmp_path, edit, message):
+    broken = tmp_path / "course.yml"
+    broken.write_text(edit((REPO_ROOT / "course" / "course.yml").read_text()))
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        load_course(broken)
+    assert str(broken) in str(info.value)
+
+
+def test_runtime_folder_is_configurable(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(tmp_path / "elsewhere"))
+    course = load_course()
+    assert course.runtime_dir == (tmp_path / "elsewhere").resolve()
+    assert course.exchange_dir == course.runtime_dir / "exchange"

@@ -1,0 +1,87 @@
+"""The set-up files agree with each other: pyproject, environment.yml, constraints, Makefile, CI."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import yaml
+from packaging.requirements import Requirement
+
+from grading.course import REPO_ROOT
+
+
+def _pyproject():
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _declared() -> dict[str, str]:
+    project = _pyproject()["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return {Requirement(r).name.lower(): str(Requirement(r).specifier) for r in reqs}
+
+
+def _inactive() -> set[str]:
+    project = _pyproject()["project"]
+    reqs = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    return {r.name.lower() for r in reqs if r.marker is not None and not r.marker.evaluate()}
+
+
+def test_environment_yml_declares_the_same_set_as_pyproject():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda = {Requirement(r).name.lower(): str(Requirement(r).specifier) for r in pip_section}
+    assert conda == _declared()
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert _pyproject()["project"]["requires-python"] in python.replace("python", "")
+
+
+def test_constraints_pin_every_declared_dependency_within_its_range():
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    for name, spec in _declared().items():
+        if name in _inactive():
+            continue
+        assert name in pins, f"{name} is declared but has no tested version in constraints.txt"
+        assert Requirement(f"{name}{spec}").specifier.contains(pins[name]), f"{name}=={pins[name]} outside {spec}"
+    assert not any(n.startswith("nvidia-") for n in pins), "CUDA runtime pins would block a CUDA-12 torch"
+    assert "+cpu" not in pins["torch"], "the CPU-only torch wheel breaks torchvision"
+
+
+def test_make_help_lists_every_target_with_one_line():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-zA-Z][a-zA-Z_-]*):", makefile, re.M)) - {"help"}
+    phony = set(re.search(r"^\.PHONY:(.*?)(?<!\\)$", makefile, re.M | re.S).group(1).replace("\\", " ").split())
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    listed = set(re.findall(r"make (\S+)", out))
+    assert targets <= listed | {"help"}, f"targets without a '## ' line: {targets - listed}"
+    assert {"demo", "test", "setup"} <= listed and phony <= listed | {"help"}
+    assert subprocess.run(["make", "-s"], cwd=REPO_ROOT, capture_output=True, text=True).stdout == out, \
+        "help is the default target"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert re.search(r"^make test$", ci, re.M)
+    assert "make demo" in readme and "make test" in readme
+    assert readme.index("make demo") < readme.index("## "), "the two commands come first"
+
+
+def test_setup_uses_the_constraints_and_the_standard_torch_build():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "-c $(CONSTRAINTS)" in makefile and "TORCH_INDEX" in makefile
+    assert "cpu" not in re.sub(r"#.*", "", makefile).lower().replace("cpus", "")
+
+
+def test_runtime_folder_is_ignored_by_git():
+    out = subprocess.run(["git", "check-ignore", "runtime/gradebook.db", ".venv/bin/python"],
+                         cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["runtime/gradebook.db", ".venv/bin/python"]
