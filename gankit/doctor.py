@@ -118,13 +118,14 @@ def gather(datasets: tuple[str, ...] = ("mnist",)) -> Facts:
             props = torch.cuda.get_device_properties(i)
             facts.gpus.append(GPU(i, props.name, (props.major, props.minor), props.total_memory / 2**30))
     try:
-        from gankit.data import fetch as data_fetch
-        facts.data_root = data_fetch.cache_root() if hasattr(data_fetch, "cache_root") else None
-        from gankit.data import verify
+        from gankit.data import dataset_dir, default_root, verify
+        facts.data_root = default_root()
         for name in datasets:
-            problems = verify(name)
-            facts.datasets[name] = "verified" if not problems else (
-                "missing" if all("missing" in p or "not found" in p for p in problems) else "; ".join(problems))
+            if not dataset_dir(name).exists():
+                facts.datasets[name] = "missing"
+            else:
+                problems = verify(name)
+                facts.datasets[name] = "verified" if not problems else "; ".join(problems)
     except Exception as err:  # a broken data package must not hide the GPU report
         facts.datasets["(data)"] = f"could not check: {err}"
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from grading.course import REPO_ROOT, Course
+from grading.course import REPO_ROOT, Course, Grading
 
 AUTOGRADE_PREPROCESSORS = [
     "grading.preprocessors.InjectGradingParameters",
@@ -43,6 +43,18 @@ def grading_parameters(course: Course) -> dict:
     return {**course.grading.parameters, "DATA_DIR": str(course.data_dir)}
 
 
+def configure_autograde(c, grading: Grading, parameters: dict) -> None:
+    """The autograde pass alone: also used on assignments that are not ours (nbgrader's example)."""
+    # A deleted test cell comes back from the gradebook and runs, instead of being recorded as None.
+    c.OverwriteCells.add_missing_cells = True
+    c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
+    c.Execute.timeout = grading.cell_timeout_s
+    c.GradingExecute.timeout = grading.cell_timeout_s
+    c.GradingExecute.notebook_timeout = grading.notebook_timeout_s
+    c.GradingExecute.max_kernel_restarts = grading.max_kernel_restarts
+    c.InjectGradingParameters.parameters = parameters
+
+
 def configure(c, course: Course) -> None:
     """Fill a traitlets Config ``c`` for every nbgrader app of this course."""
     ensure_runtime_layout(course)
@@ -52,14 +64,7 @@ def configure(c, course: Course) -> None:
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
     c.Exchange.root = str(course.exchange_dir)
     c.Exchange.timezone = course.timezone
-    # A deleted test cell comes back from the gradebook and runs, instead of being recorded as None.
-    c.OverwriteCells.add_missing_cells = True
-    c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
-    c.Execute.timeout = course.grading.cell_timeout_s
-    c.GradingExecute.timeout = course.grading.cell_timeout_s
-    c.GradingExecute.notebook_timeout = course.grading.notebook_timeout_s
-    c.GradingExecute.max_kernel_restarts = course.grading.max_kernel_restarts
-    c.InjectGradingParameters.parameters = grading_parameters(course)
+    configure_autograde(c, course.grading, grading_parameters(course))
     c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
     c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
     c.CourseLatePolicy.max_days = course.late_policy.max_days

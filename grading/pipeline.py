@@ -41,7 +41,8 @@ def nbgrader(course: Course, *args: str, cwd: Path | None = None, check: bool = 
     result = subprocess.run(command, cwd=cwd or REPO_ROOT / "course", env=_env(course),
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     log = result.stdout + result.stderr
-    failed = result.returncode != 0 or "[ERROR]" in log.replace("| ERROR]", "[ERROR]")
+    # nbgrader logs per-notebook failures and still exits 0 for some of them.
+    failed = result.returncode != 0 or "There was an error processing" in log
     if check and failed:
         tail = "\n".join(log.splitlines()[-30:])
         raise PipelineError(f"`nbgrader {' '.join(args)}` failed (exit {result.returncode}):\n{tail}")
@@ -68,21 +69,43 @@ def release(course: Course, assignment_id: str) -> None:
     nbgrader(course, "release_assignment", assignment_id, "--force")
 
 
-def _student_flags(course: Course) -> list[str]:
-    return [f"--Exchange.root={course.exchange_dir}", f"--course={course.course_id}"]
+def _student_exchange(course: Course, kind: str, assignment_id: str, student_home: Path,
+                      student_id: str | None = None) -> None:
+    """Run nbgrader's own exchange code for one student, in process (a student's server does
+    the same from its assignment list; a subprocess per click would cost seconds each)."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.exchange import ExchangeError
+    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeSubmit
+    from traitlets.config import Config
+
+    cfg = Config()
+    cfg.Exchange.root = str(course.exchange_dir)
+    cfg.Exchange.assignment_dir = str(student_home)
+    cfg.Exchange.timezone = course.timezone
+    cfg.CourseDirectory.course_id = course.course_id
+    cfg.CourseDirectory.root = str(student_home)
+    cfg.CourseDirectory.assignment_id = assignment_id
+    if student_id:
+        cfg.CourseDirectory.student_id = student_id
+    cls = {"fetch": ExchangeFetchAssignment, "submit": ExchangeSubmit}[kind]
+    app = cls(coursedir=CourseDirectory(config=cfg), authenticator=Authenticator(config=cfg), config=cfg)
+    try:
+        app.start()
+    except ExchangeError as err:
+        raise PipelineError(f"{kind} of {assignment_id} for {student_id or 'this user'} failed: {err}") from err
 
 
 def fetch(course: Course, assignment_id: str, student_home: Path) -> Path:
     """What a student's 'Fetch' button does: copy the released version into their home."""
     student_home.mkdir(parents=True, exist_ok=True)
-    nbgrader(course, "fetch_assignment", assignment_id, *_student_flags(course), cwd=student_home)
+    _student_exchange(course, "fetch", assignment_id, student_home)
     return student_home / assignment_id
 
 
 def submit(course: Course, assignment_id: str, student_id: str, student_home: Path) -> None:
     """What a student's 'Submit' button does (the exchange records student id and timestamp)."""
-    nbgrader(course, "submit", assignment_id, f"--student={student_id}", *_student_flags(course),
-             cwd=student_home)
+    _student_exchange(course, "submit", assignment_id, student_home, student_id)
 
 
 def collect(course: Course, assignment_id: str) -> None:

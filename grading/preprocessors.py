@@ -17,6 +17,7 @@ outputs as an error named ``GradingNote``/``KernelDied``/``NotRun``/``CellTimeou
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import papermill.parameterize
@@ -60,13 +61,16 @@ class InjectGradingParameters(NbGraderPreprocessor):
                 tags.append(PARAMETERS_TAG)
         if not any(PARAMETERS_TAG in c.metadata.get("tags", []) for c in nb.cells):
             self.log.warning("no cell tagged %r: papermill injects the parameters at the top", PARAMETERS_TAG)
+            # papermill would *replace* a cell a student tagged itself, wherever it stands.
+            if "injected-parameters" in tags:
+                tags.remove("injected-parameters")
         kernelspec = nb.metadata.get("kernelspec", {})
+        nb.metadata.setdefault("papermill", {})
         injected = papermill.parameterize.parameterize_notebook(
             nb, dict(self.parameters), kernel_name=kernelspec.get("name"),
             language=kernelspec.get("language", "python"))
-        # parameterize_notebook works on a copy; keep nbgrader's object identity for later passes.
         nb.cells = injected.cells
-        nb.metadata["papermill"] = injected.metadata.get("papermill", {})
+        nb.metadata["papermill"] = injected.metadata["papermill"]
         return nb, resources
 
 
@@ -107,8 +111,9 @@ class GradingExecute(Execute):
                 if stop_reason is not None:
                     cell.outputs = [_error_output("NotRun", f"not executed: {stop_reason}")]
                     continue
-                remaining = None if deadline is None else max(1, int(deadline - time.monotonic()))
-                self.timeout = cell_timeout if remaining is None else min(cell_timeout or remaining, remaining)
+                remaining = None if deadline is None else max(1, math.ceil(deadline - time.monotonic()))
+                budget_bound = remaining is not None and (not cell_timeout or remaining < cell_timeout)
+                self.timeout = remaining if budget_bound else cell_timeout
                 self.error_on_timeout = {
                     "ename": "CellTimeoutError", "evalue": "",
                     "traceback": [f"\x1b[0;31mCellTimeoutError\x1b[0m: this cell ran longer than "
@@ -132,6 +137,9 @@ class GradingExecute(Execute):
                                 if o.output_type == "error")
                 if not timed_out:
                     replayable.append(index)
+                elif budget_bound:
+                    stop_reason = (f"the notebook's time budget ({self.notebook_timeout} s, course.yml "
+                                   "grading.notebook_timeout_s) ran out")
             self.timeout = cell_timeout
         self.set_widgets_metadata()
         return self.nb, self.resources

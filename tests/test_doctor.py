@@ -1,0 +1,75 @@
+"""`gankit doctor` verdicts, on faked machines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gankit import doctor
+from gankit.doctor import GPU, Facts, arch_supported, diagnose
+
+CUDA13_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
+CUDA12_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "compute_90"]
+
+
+def _facts(**kw) -> Facts:
+    base = dict(python="3.11.7", torch="2.14.1+cu130", torch_cuda="13.0", arch_list=CUDA13_ARCHS,
+                driver="580.65")
+    return Facts(**{**base, **kw})
+
+
+def _levels(findings, level):
+    return [f.message for f in findings if f.level == level]
+
+
+def test_arch_support_follows_sass_and_ptx_rules():
+    assert arch_supported((8, 0), CUDA13_ARCHS)                  # A100: exact SASS
+    assert arch_supported((8, 9), CUDA13_ARCHS)                  # L40: sm_86 SASS runs on 8.9
+    assert not arch_supported((7, 0), CUDA13_ARCHS)              # V100 on a CUDA-13 build
+    assert arch_supported((7, 0), CUDA12_ARCHS)
+    assert arch_supported((12, 1), ["sm_80", "compute_120"])     # PTX JIT to a newer GPU
+    assert not arch_supported((9, 0), ["sm_80", "sm_86"])        # SASS does not cross majors
+    assert arch_supported((9, 0), ["sm_90a"])
+
+
+def test_v100_on_a_cuda13_build_is_an_error_with_the_fix():
+    findings = diagnose(_facts(gpus=[GPU(0, "Tesla V100-SXM2-32GB", (7, 0), 32.0)]))
+    errors = _levels(findings, "error")
+    assert len(errors) == 1 and "sm_70" in errors[0] and "TORCH_INDEX=" in errors[0]
+    assert any("fp16 with a gradient scaler" in m for m in _levels(findings, "ok"))
+
+
+def test_a100_pair_is_fine():
+    gpus = [GPU(i, "NVIDIA A100-SXM4-40GB", (8, 0), 40.0) for i in range(2)]
+    findings = diagnose(_facts(gpus=gpus))
+    assert not _levels(findings, "error")
+    assert sum("A100" in m for m in _levels(findings, "ok")) == 2
+
+
+def test_no_gpu_is_a_warning_not_an_error():
+    findings = diagnose(_facts(driver=None))
+    assert not _levels(findings, "error")
+    assert any("no NVIDIA driver" in m for m in _levels(findings, "warn"))
+
+
+def test_missing_or_corrupt_data_and_unwritable_exchange(tmp_path):
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    facts = _facts(data_root=tmp_path, datasets={"mnist": "missing", "cifar10": "sha256 mismatch"},
+                   exchange=exchange)
+    findings = diagnose(facts)
+    assert any("gankit data fetch mnist" in m for m in _levels(findings, "warn"))
+    assert any("cifar10" in m and "gankit data verify" in m for m in _levels(findings, "error"))
+    assert any("is writable" in m for m in _levels(findings, "ok"))
+
+
+def test_unwritable_exchange_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor.os, "access", lambda path, mode: False)   # tests run as root
+    findings = diagnose(_facts(exchange=tmp_path))
+    assert any("not writable" in m for m in _levels(findings, "error"))
+
+
+def test_gather_and_render_on_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANKIT_DATA", str(tmp_path))
+    facts = doctor.gather()
+    assert facts.data_root == Path(tmp_path) and facts.datasets == {"mnist": "missing"}
+    text = doctor.render(diagnose(facts))
+    assert text.splitlines()[0].startswith("  ok Python")
