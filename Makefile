@@ -18,11 +18,12 @@ STAMP := $(VENV)/.setup-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND ?= Agg
 # pip prints one warning per package for this machine's optional local mirrors; they are noise.
-PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+# sed (unlike grep -v) exits 0 on empty output, so with pipefail a failing pip still fails the target.
+PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
 .PHONY: help setup demo test test-fast data syllabus doctor generate release collect autograde \
-        feedback grades strip lock clean clean-all
+        feedback grades bench strip lock clean clean-all
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,6 +76,9 @@ feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
 
 grades: setup ## Instructor: export grades (CSV under the runtime folder) and print the table
 	$(BIN)/python -m grading grades
+
+bench: setup ## Benchmarks: the training loop helper's cost next to a bare loop (prints ratios)
+	$(BIN)/python benchmarks/trainer_overhead.py
 
 strip: setup ## Strip outputs from every notebook (keeps nbgrader metadata)
 	git ls-files '*.ipynb' | xargs -r $(BIN)/nbstripout --keep-id

@@ -74,6 +74,8 @@ def diagnose(facts: Facts) -> list[Finding]:
                                     "SMOKE=True, far too slow for overnight runs)"))
         else:
             findings.append(Finding("warn", "no GPU visible: training runs on the CPU (fine for SMOKE=True)"))
+    if facts.torch_cuda and facts.arch_list:
+        findings.append(Finding("ok", f"torch build runs on: {' '.join(facts.arch_list)}"))
     for gpu in facts.gpus:
         sm = f"sm_{gpu.capability[0]}{gpu.capability[1]}"
         line = f"GPU {gpu.index}: {gpu.name} ({sm}, {gpu.memory_gib:.0f} GiB), driver {facts.driver or '?'}"

@@ -42,6 +42,7 @@ def test_a100_pair_is_fine():
     findings = diagnose(_facts(gpus=gpus))
     assert not _levels(findings, "error")
     assert sum("A100" in m for m in _levels(findings, "ok")) == 2
+    assert any("sm_80" in m and "compute_120" in m for m in _levels(findings, "ok")), "the arch list is reported"
 
 
 def test_no_gpu_is_a_warning_not_an_error():

@@ -111,7 +111,24 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out) if out else images.new_zeros((0, images.shape[1], size, size))
 
 
-class MNISTIdx(Dataset):
+class _LabelledImages(Dataset):
+    """uint8 images held in memory, served as float32 in [-1, 1] with an int label."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    transform = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = _to_unit_range(self.images[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+class MNISTIdx(_LabelledImages):
     """MNIST or Fashion-MNIST from the four official ``*-idx?-ubyte.gz`` files.
 
     Parameters
@@ -163,15 +180,6 @@ class MNISTIdx(Dataset):
         self.images = _resize_uint8(torch.from_numpy(images.copy()).unsqueeze(1), image_size)
         self.labels = torch.from_numpy(labels.astype(np.int64))
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = _to_unit_range(self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[index])
-
 
 def _unpickle(path: Path) -> dict:
     # The batches are pickles; this is safe only because fetch() checked the archive's sha256
@@ -188,7 +196,7 @@ def _unpickle(path: Path) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-class CIFAR10Batches(Dataset):
+class CIFAR10Batches(_LabelledImages):
     """CIFAR-10 from the python pickle batches (``cifar-10-batches-py/``).
 
     Parameters
@@ -240,15 +248,6 @@ class CIFAR10Batches(Dataset):
         self.classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names_raw)
         self.images = torch.from_numpy(np.concatenate(datas).reshape(-1, 3, 32, 32).copy())
         self.labels = torch.from_numpy(all_labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = _to_unit_range(self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[index])
 
 
 def _synthetic_root(data_dir: str | os.PathLike | None, params: dict) -> Path:
