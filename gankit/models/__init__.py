@@ -1,4 +1,14 @@
 """Paper models, one file per paper family. Import the module you need, e.g. ``gankit.models.dcgan``."""
+# Names several papers share (discriminator_loss, ...) stay DCGAN's here; CycleGAN's live in gankit.models.cyclegan.
+from gankit.models.cyclegan import (
+    CycleGANConfig,
+    ImagePool,
+    PatchDiscriminator,
+    ResnetBlock,
+    ResnetGenerator,
+    linear_decay_lambda,
+    load_official_state_dict,
+)
 from gankit.models.dcgan import (
     DCGANConfig,
     Discriminator,
@@ -14,6 +24,13 @@ from gankit.models.dcgan import (
 )
 
 __all__ = [
+    "CycleGANConfig",
+    "ImagePool",
+    "PatchDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "linear_decay_lambda",
+    "load_official_state_dict",
     "DCGANConfig",
     "Discriminator",
     "Generator",
