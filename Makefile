@@ -77,8 +77,9 @@ feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
 grades: setup ## Instructor: export grades (CSV under the runtime folder) and print the table
 	$(BIN)/python -m grading grades
 
-bench: setup ## Benchmarks: the training loop helper's cost next to a bare loop (prints ratios)
+bench: setup ## Benchmarks, each printing ratios measured side by side (Trainer overhead, CycleGAN fast path)
 	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/cyclegan_train_step.py
 
 strip: setup ## Strip outputs from every notebook (keeps nbgrader metadata)
 	git ls-files '*.ipynb' | xargs -r $(BIN)/nbstripout --keep-id

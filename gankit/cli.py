@@ -15,10 +15,32 @@ def build_parser() -> argparse.ArgumentParser:
         return main(args)
 
     doctor.set_defaults(func=run_doctor)
+    fid = sub.add_parser("fid", help="FID between two folders of images (Inception weights from a local file)")
+    fid.add_argument("first", help="folder of images, or an .npz with mu and sigma")
+    fid.add_argument("second", help="folder of images, or an .npz with mu and sigma")
+    fid.add_argument("--weights", default=None, help="Inception weights file (default: $GANKIT_INCEPTION_WEIGHTS "
+                     "or the gankit cache); never downloaded")
+    fid.add_argument("--device", default="auto")
+
+    def run_fid(args):
+        from gankit.data import DataError
+        from gankit.device import pick_device
+        from gankit.metrics import fid as compute_fid
+
+        try:
+            value = compute_fid(args.first, args.second, weights_path=args.weights, device=pick_device(args.device))
+        except DataError as err:  # a missing weights file or folder: the message says what to do
+            print(f"gankit fid: {err}", file=sys.stderr)
+            return 2
+        print(f"FID {value:.3f}")
+        return 0
+
+    fid.set_defaults(func=run_fid)
     from gankit.data.cli import add_parser as add_data
     add_data(sub)
-    from gankit.train_cli import add_parser as add_train
+    from gankit.train_cli import add_parser as add_train, add_translate_parser
     add_train(sub)
+    add_translate_parser(sub)
     return parser
 
 

@@ -12,6 +12,11 @@ run that never stopped (tests/test_training.py checks it), because the checkpoin
 state and the data order is a function of (seed, epoch) that can skip the batches already seen.
 On a GPU that also needs deterministic kernels (``seed_everything(seed, deterministic=True)``).
 With ``num_workers > 0`` it holds as long as the dataset itself draws no random numbers.
+
+Under DistributedDataParallel (``torchrun``, see :mod:`gankit.distributed`) ``batch_size`` is per
+process: each global batch of the (seed, epoch) order is split between the ranks, losses are
+averaged over ranks before logging, only rank 0 writes files, and every rank resumes from the same
+checkpoint with its own RNG state.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from gankit.distributed import barrier, gather_objects, rank_and_world_size, sum_over_ranks
 from gankit.io import atomic_write, atomic_write_text
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -139,19 +145,23 @@ class Trainer:
         Show a tqdm bar with the latest losses.
     tensorboard : bool
         Also write scalars to ``run_dir/tensorboard`` when ``torch.utils.tensorboard`` imports.
+    extra_state : dict of str -> object with ``state_dict()`` / ``load_state_dict()``, optional
+        Checkpointed too (per process under DDP), e.g. CycleGAN's pools of past fakes.
     """
 
     def __init__(self, run_dir: str | os.PathLike, models: Mapping[str, nn.Module],
                  optimizers: Mapping[str, torch.optim.Optimizer], *, device: str | torch.device = "cpu",
                  precision: str = "auto", schedulers: Mapping[str, Any] | None = None,
                  scheduler_interval: str = "epoch", config: Any = None, keep_last: int = 3,
-                 channels_last: bool = False, progress: bool = True, tensorboard: bool = True) -> None:
+                 channels_last: bool = False, progress: bool = True, tensorboard: bool = True,
+                 extra_state: Mapping[str, Any] | None = None) -> None:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.models, self.optimizers = dict(models), dict(optimizers)
         self.schedulers, self.scheduler_interval = dict(schedulers or {}), scheduler_interval
+        self.extra_state = dict(extra_state or {})  # anything else with state_dict/load_state_dict
         self.amp = MixedPrecision(self.device, precision)
         self.config = _plain(config)
         self.keep_last, self.channels_last = keep_last, channels_last
@@ -161,6 +171,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0  # completed steps; batches done in this epoch
         self._saved_step: int | None = None
         self._stop_signal: str | None = None
+        self._signal_seen: str | None = None  # under DDP: a signal this rank got, not yet agreed on
         self._csv_fields: list[str] | None = None
         self.result: FitResult | None = None  # what the last fit() returned
         for model in self.models.values():
@@ -183,23 +194,34 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_NNNNNN.pt`` and ``last.pt`` atomically; prune to ``keep_last``."""
+        """Write ``checkpoints/step_NNNNNN.pt`` and ``last.pt`` atomically; prune to ``keep_last``.
+
+        Under DDP every rank must call it (it gathers each rank's RNG state); rank 0 writes.
+        """
+        rank, world_size = rank_and_world_size()
+        rngs = gather_objects(_rng_state())  # one per rank: each resumes its own random stream
         state = {
             "format": 1, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "models": {k: _unwrap(m).state_dict() for k, m in self.models.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.amp.scaler.state_dict(), "precision": self.amp.precision,
-            "rng": _rng_state(), "config": self.config,
+            "rng": rngs[0], "config": self.config,
         }
+        if self.extra_state:  # per rank, like the RNG: each process has its own (e.g. image pools)
+            state["extra"] = gather_objects({k: obj.state_dict() for k, obj in self.extra_state.items()})
+        if world_size > 1:
+            state.update(rng_per_rank=rngs, world_size=world_size)
         last = self.checkpoint_dir / "last.pt"
         path = self.checkpoint_dir / f"step_{self.step:06d}.pt" if self.keep_last > 0 else last
-        with atomic_write(path, "wb") as handle:
-            torch.save(state, handle)
-        if path != last:
-            _link_or_copy(path, last)
-            for old in _numbered_checkpoints(self.checkpoint_dir)[: -self.keep_last]:
-                old.unlink(missing_ok=True)
+        if rank == 0:
+            with atomic_write(path, "wb") as handle:
+                torch.save(state, handle)
+            if path != last:
+                _link_or_copy(path, last)
+                for old in _numbered_checkpoints(self.checkpoint_dir)[: -self.keep_last]:
+                    old.unlink(missing_ok=True)
+        barrier()  # no rank reads last.pt (or returns it) before rank 0 has finished writing it
         self._saved_step = self.step
         return path
 
@@ -216,22 +238,38 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as err:
             raise RuntimeError(f"{path} does not match this run ({err!r}); "
                                "use a new run_dir or resume=False") from err
+        extra = ckpt.get("extra") or []
+        for key, obj in self.extra_state.items():
+            mine = extra[rank_and_world_size()[0]] if rank_and_world_size()[0] < len(extra) else (extra[0] if extra else None)
+            if mine is None or key not in mine:
+                raise RuntimeError(f"{path} has no saved state for {key!r}; use a new run_dir or resume=False")
+            obj.load_state_dict(mine[key])
         if ckpt["scaler"] and self.amp.scaler.is_enabled():
             self.amp.scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
+        rank, world_size = rank_and_world_size()
+        per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        _set_rng_state(per_rank[rank] if rank < len(per_rank) else ckpt["rng"])
+        if ckpt.get("world_size", 1) != world_size and rank == 0:
+            tqdm.write(f"gankit: note: {path} was written by {ckpt.get('world_size', 1)} process(es), "
+                       f"this run has {world_size}: the data order after it differs from the original run")
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self._saved_step = self.step
-        if ckpt.get("config") != self.config:
+        if ckpt.get("config") != self.config and rank == 0:
             tqdm.write(f"gankit: note: the config differs from the one in {path}")
         return ckpt
 
     def save_samples(self, sample_fn: Callable[[], torch.Tensor]) -> Path:
-        """Save ``sample_fn()`` (B, C, H, W) in [-1, 1] as ``samples/step_NNNNNN.png``."""
+        """Save ``sample_fn()`` (B, C, H, W) in [-1, 1] as ``samples/step_NNNNNN.png``.
+
+        Under DDP every rank calls ``sample_fn`` (a DDP forward may need all ranks); rank 0 writes.
+        """
         from torchvision.utils import save_image  # importing torchvision takes seconds: only when needed
 
         with torch.no_grad():
             images = sample_fn().detach().float().cpu()
         path = self.samples_dir / f"step_{self.step:06d}.png"
+        if rank_and_world_size()[0] != 0:
+            return path
         with atomic_write(path, "wb") as handle:
             save_image((images.clamp(-1, 1) + 1) / 2, handle, format="png",
                        nrow=max(1, math.ceil(math.sqrt(images.shape[0]))))
@@ -250,37 +288,48 @@ class Trainer:
         if there is one; ``resume=False`` deletes old checkpoints and ``losses.csv`` and starts
         over. A checkpoint is saved every ``checkpoint_every`` steps, at the end, and when SIGINT
         or SIGTERM asks to stop (after the current step). A second Ctrl-C aborts at once.
+
+        Under DDP (an initialised ``torch.distributed`` process group) ``batch_size`` is per
+        process, ``step_fn`` must return the same keys on every rank (they are averaged over
+        ranks), and a signal seen by any rank stops all of them after the same step.
         """
         if epochs is None and max_steps is None:
             raise ValueError("give epochs or max_steps")
+        rank, world_size = rank_and_world_size()
+        main = rank == 0
         self._start(resume)
-        batches = _EpochBatches(len(dataset), batch_size, shuffle, drop_last, seed)
+        batches = _EpochBatches(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size)
         if batches.num_batches == 0:
-            raise ValueError(f"{len(dataset)} samples make no batch of {batch_size} (drop_last={drop_last})")
+            raise ValueError(f"{len(dataset)} samples make no batch of {batch_size} x {world_size} "
+                             f"process(es) (drop_last={drop_last})")
         loader_rng = torch.Generator()  # DataLoader draws worker seeds from it, not the global RNG
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, generator=loader_rng,
                             pin_memory=self.device.type == "cuda",
                             worker_init_fn=_ignore_stop_signals if num_workers else None)
         totals = [t for t in (max_steps, epochs and epochs * batches.num_batches) if t is not None]
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-        bar = tqdm(total=min(totals), initial=self.step, disable=not self.progress, dynamic_ncols=True,
+        bar = tqdm(total=min(totals), initial=self.step, disable=not (self.progress and main), dynamic_ncols=True,
                    mininterval=0.1 if interactive else 30.0, desc=self.run_dir.name)
-        writer, csv_file, previous = self._open_tensorboard(), self._open_csv(), self._install_handlers()
+        writer, csv_file = (self._open_tensorboard(), self._open_csv()) if main else (None, None)
+        previous = self._install_handlers()
         for model in self.models.values():
             model.train()
         try:
             while not ((max_steps is not None and self.step >= max_steps)
                        or (epochs is not None and self.epoch >= epochs)):
                 batches.set_epoch(self.epoch, skip=self.batch_in_epoch)
-                loader_rng.manual_seed(_epoch_seed(seed, self.epoch) + 1)
+                # rank << 40: each rank's workers get their own seeds (rank 0 keeps the 1-process ones)
+                loader_rng.manual_seed(_epoch_seed(seed, self.epoch) + 1 + (rank << 40))
                 for batch in loader:
                     losses = step_fn(self._to_device(batch))
                     losses = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}
+                    if world_size > 1:
+                        losses = self._agree_across_ranks(losses, world_size)
                     self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
                     if self.scheduler_interval == "step":
                         for scheduler in self.schedulers.values():
                             scheduler.step()
-                    if self.step % log_every == 0:
+                    if self.step % log_every == 0 and main:
                         self._log(losses, csv_file, writer)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
                     bar.update(1)
@@ -290,7 +339,8 @@ class Trainer:
                     if sample_fn is not None and sample_every and self.step % sample_every == 0:
                         self.save_samples(sample_fn)
                     if self._stop_signal:
-                        tqdm.write(f"gankit: got {self._stop_signal} at step {self.step}; saving a checkpoint")
+                        if main:
+                            tqdm.write(f"gankit: got {self._stop_signal} at step {self.step}; saving a checkpoint")
                         break
                     if max_steps is not None and self.step >= max_steps:
                         break
@@ -309,7 +359,8 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             bar.close()
-            csv_file.close()
+            if csv_file is not None:
+                csv_file.close()
             if writer is not None:
                 writer.close()
         last = self.checkpoint_dir / "last.pt"
@@ -319,21 +370,32 @@ class Trainer:
 
     # --- internals -------------------------------------------------------------------------------
     def _start(self, resume: bool) -> None:
-        """Make the run dir, resume or clear old checkpoints, drop CSV rows past the start step."""
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        """Make the run dir, resume or clear old checkpoints, drop CSV rows past the start step.
+
+        Under DDP every rank loads the same checkpoint; only rank 0 touches files.
+        """
+        main = rank_and_world_size()[0] == 0
+        if main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
         self.step = self.epoch = self.batch_in_epoch = 0
-        self._saved_step, self._stop_signal = None, None
+        self._saved_step, self._stop_signal, self._signal_seen = None, None, None
         found = _numbered_checkpoints(self.checkpoint_dir)
         last = self.checkpoint_dir / "last.pt"
         if resume and (last.exists() or found):
             path = last if last.exists() else found[-1]
             self.load_checkpoint(path)
-            tqdm.write(f"gankit: resumed {self.run_dir} at step {self.step} from {path.name}")
-        elif not resume and (last.exists() or found):
+            if main:
+                tqdm.write(f"gankit: resumed {self.run_dir} at step {self.step} from {path.name}")
+        elif main and not resume and (last.exists() or found):
             for old in [*found, last]:
                 old.unlink(missing_ok=True)
             tqdm.write(f"gankit: resume=False: removed old checkpoints in {self.checkpoint_dir}")
+        if main:
+            self._write_config_and_trim_csv()
+        barrier()  # every rank has read the checkpoint before rank 0 may replace it
+
+    def _write_config_and_trim_csv(self) -> None:
         atomic_write_text(self.run_dir / "config.json", json.dumps(self.config, indent=2) + "\n")
         if self.csv_path.exists():
             with open(self.csv_path, newline="", encoding="utf-8") as handle:
@@ -342,6 +404,18 @@ class Trainer:
             if keep != rows:
                 with atomic_write(self.csv_path, "w") as handle:
                     csv.writer(handle, lineterminator="\n").writerows(keep if len(keep) > 1 else [])
+
+    def _agree_across_ranks(self, losses: dict[str, float], world_size: int) -> dict[str, float]:
+        """Average the losses over ranks and share stop requests, in one collective per step.
+
+        After it every rank holds the same losses (so a NaN stops all of them) and the same
+        ``_stop_signal``, so all leave the loop after the same step and save together.
+        """
+        flags = [float(self._signal_seen == "SIGINT"), float(self._signal_seen == "SIGTERM")]
+        total = sum_over_ranks(flags + list(losses.values()))
+        if total[0] or total[1]:
+            self._stop_signal = "SIGTERM" if total[1] else "SIGINT"
+        return {k: v / world_size for k, v in zip(losses, total[2:])}
 
     def _open_csv(self):
         handle = open(self.csv_path, "a", newline="", encoding="utf-8")  # appends; flushed every row
@@ -381,9 +455,15 @@ class Trainer:
         return previous
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is not None and signum == signal.SIGINT:
+        if (self._stop_signal or self._signal_seen) is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, no checkpoint
-        self._stop_signal = signal.Signals(signum).name  # no printing here: stderr may be mid-write
+        name = signal.Signals(signum).name  # no printing here: stderr may be mid-write
+        if rank_and_world_size()[1] > 1:
+            # Acting on it now could stop this rank a step before the others (a deadlock);
+            # the ranks agree on it after the next step (_agree_across_ranks).
+            self._signal_seen = name
+        else:
+            self._stop_signal = name
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
@@ -400,11 +480,19 @@ class Trainer:
 
 
 class _EpochBatches(Sampler):
-    """Index batches of one epoch, shuffled by (seed, epoch), without the first ``skip`` batches."""
+    """Index batches of one epoch, shuffled by (seed, epoch), without the first ``skip`` batches.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int) -> None:
+    With ``world_size > 1`` a batch is this rank's slice of the global batch of
+    ``batch_size * world_size`` indices (what DistributedSampler gives, but resumable), so the
+    ranks together see exactly the batches a single process with the global batch size sees.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.num_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
+        self.num_batches = n // self.global_batch if drop_last else math.ceil(n / self.global_batch)
         self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -420,7 +508,14 @@ class _EpochBatches(Sampler):
         else:
             order = list(range(self.n))
         for b in range(self.skip, self.num_batches):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
+            if self.world_size > 1:
+                # A short last batch is padded from the start of the order, as DistributedSampler
+                # pads, so that every rank gets the same number of samples (DDP steps in lockstep).
+                batch += [order[i % self.n] for i in range(-len(batch) % self.world_size)]
+                share = len(batch) // self.world_size
+                batch = batch[self.rank * share:(self.rank + 1) * share]
+            yield batch
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -99,7 +99,9 @@ def test_assignment_answer_key_scores_full_and_release_scores_zero(week, course_
     for source_path in notebooks:
         student_text = (release / source_path.name).read_text()
         assert "BEGIN SOLUTION" not in student_text and "BEGIN HIDDEN TESTS" not in student_text
-        leaked = [ln for ln in _solution_lines(nbformat.read(source_path, as_version=4)) if ln in student_text]
+        student_code = {ln.strip() for cell in nbformat.read(release / source_path.name, as_version=4).cells
+                        if cell.cell_type == "code" for ln in cell.source.splitlines()}
+        leaked = [ln for ln in _solution_lines(nbformat.read(source_path, as_version=4)) if ln in student_code]
         assert not leaked, f"solution or hidden-test lines in the student version: {leaked[:3]}"
     for student, folder in (("answer-key", week.assignment_dir()), ("untouched", release)):
         dest = course.runtime_dir / "submitted" / student / week.assignment

@@ -29,6 +29,8 @@ _LAZY = {
     "CIFAR10Batches": "gankit.data.datasets",
     "read_idx": "gankit.data.datasets",
     "write_synthetic": "gankit.data.synthetic",
+    "UnalignedImageFolders": "gankit.data.unaligned",
+    "SingleImageFolder": "gankit.data.unaligned",
 }
 
 __all__ = [

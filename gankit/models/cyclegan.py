@@ -336,6 +336,17 @@ class ImagePool:
 
     __call__ = query
 
+    def state_dict(self) -> dict:
+        """The stored images and the generator's state: a resumed run draws what it would have."""
+        return {"images": [img.cpu() for img in self.images],
+                "generator": None if self.generator is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.images[0].device if self.images else "cpu"
+        self.images = [img.to(device) for img in state["images"]]
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+
 
 def linear_decay_lambda(n_epochs: int = 100, n_epochs_decay: int = 100, epoch_count: int = 1) -> Callable[[int], float]:
     """The official ``lambda_rule`` (networks.get_scheduler, lr_policy 'linear'), for ``LambdaLR``.
