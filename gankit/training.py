@@ -258,8 +258,10 @@ class Trainer:
             tqdm.write(f"gankit: note: the config differs from the one in {path}")
         return ckpt
 
-    def save_samples(self, sample_fn: Callable[[], torch.Tensor]) -> Path:
+    def save_samples(self, sample_fn: Callable[[], torch.Tensor], nrow: int | None = None) -> Path:
         """Save ``sample_fn()`` (B, C, H, W) in [-1, 1] as ``samples/step_NNNNNN.png``.
+
+        ``nrow`` images per grid row (default: a square grid).
 
         Under DDP every rank calls ``sample_fn`` (a DDP forward may need all ranks); rank 0 writes.
         """
@@ -272,14 +274,14 @@ class Trainer:
             return path
         with atomic_write(path, "wb") as handle:
             save_image((images.clamp(-1, 1) + 1) / 2, handle, format="png",
-                       nrow=max(1, math.ceil(math.sqrt(images.shape[0]))))
+                       nrow=nrow or max(1, math.ceil(math.sqrt(images.shape[0]))))
         return path
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, step_fn: Callable[[Any], Mapping[str, Any]], *, batch_size: int,
             epochs: int | None = None, max_steps: int | None = None, shuffle: bool = True,
             drop_last: bool = True, num_workers: int = 0, seed: int = 0, resume: bool = True,
-            sample_fn: Callable[[], torch.Tensor] | None = None, sample_every: int = 500,
+            sample_fn: Callable[[], torch.Tensor] | None = None, sample_every: int = 500, sample_nrow: int | None = None,
             checkpoint_every: int = 1000, log_every: int = 1, stop_on_nan: bool = True) -> FitResult:
         """Call ``step_fn(batch)`` until ``epochs`` epochs or ``max_steps`` total steps are done.
 
@@ -337,7 +339,7 @@ class Trainer:
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {losses}; "
                                                  f"last checkpoint: {self.checkpoint_dir / 'last.pt'}")
                     if sample_fn is not None and sample_every and self.step % sample_every == 0:
-                        self.save_samples(sample_fn)
+                        self.save_samples(sample_fn, sample_nrow)
                     if self._stop_signal:
                         if main:
                             tqdm.write(f"gankit: got {self._stop_signal} at step {self.step}; saving a checkpoint")

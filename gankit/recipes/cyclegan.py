@@ -87,7 +87,7 @@ def train_cyclegan(config: CycleGANConfig | Mapping[str, Any] | None, data_root:
         with torch.no_grad():
             fake_B, fake_A = nets["G_A"](fixed["A"]), nets["G_B"](fixed["B"])
             rows = [fixed["A"], fake_B, nets["G_B"](fake_B), fixed["B"], fake_A, nets["G_A"](fake_A)]
-        return torch.cat(rows)  # (6 * n, 3, H, W): real A, G_A(A), rec A, real B, G_B(B), rec B
+        return torch.cat(rows)  # (6 * n, 3, H, W): one grid row each: A, G_A(A), rec A, B, G_B(B), rec B
 
     def step(batch: dict) -> dict[str, float]:
         memory = torch.channels_last if channels_last else torch.contiguous_format
@@ -110,7 +110,7 @@ def train_cyclegan(config: CycleGANConfig | Mapping[str, Any] | None, data_root:
     epochs = config.n_epochs + config.n_epochs_decay
     trainer.fit(dataset, step, batch_size=config.batch_size, epochs=epochs, max_steps=max_steps,
                 num_workers=num_workers, seed=seed, resume=resume, sample_fn=sample_fn,
-                sample_every=sample_every, checkpoint_every=checkpoint_every)
+                sample_every=sample_every, sample_nrow=len(fixed["A"]), checkpoint_every=checkpoint_every)
     return trainer
 
 
