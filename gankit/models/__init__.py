@@ -22,6 +22,8 @@ from gankit.models.dcgan import (
     train_step,
     weights_init,
 )
+# StarGAN's networks, losses and load_official_state_dict: import gankit.models.stargan.
+from gankit.models.stargan import StarGANConfig, create_labels, label2onehot, random_target_labels
 
 __all__ = [
     "CycleGANConfig",
@@ -42,4 +44,8 @@ __all__ = [
     "train_dcgan",
     "train_step",
     "weights_init",
+    "StarGANConfig",
+    "create_labels",
+    "label2onehot",
+    "random_target_labels",
 ]
