@@ -103,3 +103,13 @@ def test_fid_cli_without_weights_says_how_to_get_them(tmp_path):
                            str(env_weights)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert str(env_weights) in done.stderr and "sha256" in done.stderr and "https://" in done.stderr
+
+
+@pytest.mark.slow
+def test_compiled_generators_train_and_checkpoint_plain_modules(data_root, tmp_path):
+    trainer = train_cyclegan({}, data_root, tmp_path / "run", "cpu", smoke=True, progress=False,
+                             max_steps=2, compile_generators=True)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert not any("_orig_mod" in k for k in ckpt["models"]["G_A"]), "compiled wrappers leak into checkpoints"
+    ResnetGenerator(ngf=8, n_blocks=2).load_state_dict(ckpt["models"]["G_A"])
+    assert trainer.result.step == 2
