@@ -180,7 +180,7 @@ def test_prepare_smoke_default_location_follows_gankit_data(tmp_path, monkeypatc
 
 def test_prepare_rejects_unknown_names(tmp_path):
     with pytest.raises(DataError, match="known datasets"):
-        prepare("celeba", tmp_path, smoke=True)
+        prepare("no_such_set", tmp_path, smoke=True)
 
 
 def test_cli_synthetic(tmp_path, capsys):

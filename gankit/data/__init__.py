@@ -31,6 +31,9 @@ _LAZY = {
     "write_synthetic": "gankit.data.synthetic",
     "UnalignedImageFolders": "gankit.data.unaligned",
     "SingleImageFolder": "gankit.data.unaligned",
+    "CelebA": "gankit.data.celeba",
+    "RaFDFolders": "gankit.data.celeba",
+    "read_attributes": "gankit.data.celeba",
 }
 
 __all__ = [

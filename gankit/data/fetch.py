@@ -8,7 +8,9 @@ else ``$XDG_CACHE_HOME/gankit``, else ``~/.cache/gankit``.
 A dataset whose marker matches returns at once and nothing is written, so a class server can
 give every student one read-only copy. Downloads go to ``<file>.part`` and resume from there.
 A file is renamed into place only once its size and SHA-256 match the registry; a bad one is
-moved aside to ``<file>.corrupt``, never deleted.
+moved aside to ``<file>.corrupt``, never deleted. A file the registry gives no URL (CelebA's
+Google Drive copies) is placed in ``<root>/<name>/`` by hand; ``fetch`` checks it like a download
+(leaving a wrong copy where it is) and otherwise says where to get it.
 """
 from __future__ import annotations
 
@@ -125,6 +127,11 @@ def verify(name: str, root: str | os.PathLike | None = None, *,
     for f in spec.files:
         path = d / f.filename
         if not path.is_file():
+            if not f.urls:
+                problems.append(f"{path} is missing: get it by hand from {spec.homepage} "
+                                f"({f.manual}), put it there and run `gankit data fetch "
+                                f"{spec.name}`")
+                continue
             problems.append(f"{path} is missing: run `gankit data fetch {spec.name}`, or "
                             f"download {f.url} yourself and put it there")
             continue
@@ -316,8 +323,31 @@ def _download(spec: DatasetSpec, f: FileSpec, dest: Path, progress: bool) -> Non
     os.replace(part, dest)
 
 
+def _manual_message(spec: DatasetSpec, d: Path, problem: str) -> str:
+    """What to do about a file that cannot be downloaded automatically (no URL)."""
+    listing = "\n".join(
+        f"  {g.filename} ({g.size} bytes, sha256 {g.sha256})" + (f": {g.manual}" if g.manual
+                                                                 else "")
+        for g in spec.files if not g.urls)
+    return (
+        f"{problem}.\nDataset {spec.name!r} cannot be downloaded automatically: get these files "
+        f"by hand from {spec.homepage} (after accepting its terms)\n{listing}\n"
+        f"and put them in {d}/ under exactly these names, without unpacking them. Then run "
+        f"`gankit data fetch {spec.name}` again: it checks the sha256 and unpacks the archives."
+    )
+
+
 def _ensure_file(spec: DatasetSpec, f: FileSpec, d: Path, progress: bool) -> None:
     dest = d / f.filename
+    if not f.urls:  # placed by hand or not at all: check it, never rename or replace it
+        if not dest.is_file():
+            raise DataError(_manual_message(spec, d, f"{dest} is missing"))
+        problem = _file_problem(f, dest)
+        if problem:
+            raise DataError(_manual_message(
+                spec, d, f"{dest} {problem}: it is not the official file (an interrupted "
+                         f"download, or another version); replace it"))
+        return
     if dest.is_file():
         problem = _file_problem(f, dest)
         if problem is None:
@@ -408,8 +438,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, *, progress: bool = 
     ------
     DataError
         Unknown name, download failure (with how to place the file by hand), checksum mismatch
-        (the bad file kept as ``<file>.corrupt``), unusable archive, or a read-only cache that
-        lacks files.
+        (the bad file kept as ``<file>.corrupt``), a missing or wrong hand-placed file (with the
+        page to get it from), unusable archive, or a read-only cache that lacks files.
     """
     spec = _resolve(name, spec)
     d = dataset_dir(spec.name, root, spec=spec)

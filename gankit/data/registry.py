@@ -3,6 +3,8 @@
 Every remote file is pinned by its SHA-256 and byte size, copied from a public source (see the
 comment above each entry), never computed here. A file whose bytes differ is refused, so a
 half-finished download, a captive-portal HTML page or a tampered mirror can never reach a model.
+A file no server hands out directly (CelebA's Google Drive copies) has no URL: the student places
+it by hand and ``fetch`` checks it against the same pinned SHA-256.
 
 Nothing here touches the disk or the network; this module is plain data plus two look-ups.
 """
@@ -44,6 +46,10 @@ class FileSpec:
     mirrors : tuple of str
         Further locations serving the same bytes, tried in order when the previous one fails.
         The checksum, not the host, is what is trusted.
+    manual : str
+        For a file with no download location (``url=""``, e.g. one behind a Google Drive or
+        Baidu page): where on the dataset's ``homepage`` a person finds it. ``fetch`` then only
+        verifies and unpacks a copy placed by hand, and otherwise says where to get it.
     """
 
     filename: str
@@ -52,11 +58,12 @@ class FileSpec:
     size: int
     extract: Extract | None = None
     mirrors: tuple[str, ...] = ()
+    manual: str = ""
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """Every location to try, primary first."""
-        return (self.url, *self.mirrors)
+        """Every location to try, primary first; empty for a file that must be placed by hand."""
+        return tuple(u for u in (self.url, *self.mirrors) if u)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,28 @@ _CYCLEGAN_FILES = {
         "Aerial photos <-> Google Maps tiles (NYC), 600x600 JPEG"),
 }
 
+# CelebA (aligned & cropped images and the 40 attribute labels), for StarGAN. The official copies
+# sit in Google Drive / Baidu folders behind the homepage, which serve no plain download URL, so
+# the files are placed by hand and only verified here. SHA-256 and sizes: tensorflow/datasets,
+# url_checksums/celeb_a.txt (entries for the Drive files 0B7EVK8r0v71pZjFTYXZWM3FlRnM =
+# img_align_celeba.zip and 0B7EVK8r0v71pblRyaVFSWGxPY0U = list_attr_celeba.txt). The same two
+# SHA-256s are pinned in pytorch/vision's torchvision/prototype/datasets/_builtin/celeba.py, and
+# the archive's in pytorch/tutorials' .jenkins/download_data.py (for its copy on S3).
+# torchvision's celeba.py pins the MD5s 00d2c5bc6d35e252742224ab0c1e8fcb (zip) and
+# 75e246fa4810816ffd6ee81facbd244c (attributes).
+CELEBA_HOMEPAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+_CELEBA_FILES = (
+    FileSpec(
+        filename="img_align_celeba.zip", url="", extract="zip", size=1443490838,
+        sha256="46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74",
+        manual="'Align&Cropped Images' -> Google Drive (or Baidu) folder Img/ -> "
+               "img_align_celeba.zip (1.4 GB; not the PNG or in-the-wild 7z archives)"),
+    FileSpec(
+        filename="list_attr_celeba.txt", url="", size=26721026,
+        sha256="f0e5da289d5ccf75ffe8811132694922b60f2af59256ed362afa03fefba324d0",
+        manual="same Google Drive (or Baidu) share, folder Anno/ -> list_attr_celeba.txt"),
+)
+
 _IDX_REQUIRED = tuple(_MNIST_FILES)  # same four names for MNIST and Fashion-MNIST
 _CIFAR_DIR = "cifar-10-batches-py"
 _CYCLEGAN_SPLITS = ("trainA", "trainB", "testA", "testB")
@@ -222,6 +251,17 @@ def _build_registry() -> Mapping[str, DatasetSpec]:
         ),
         *(_cyclegan_dataset(name, size, sha, desc)
           for name, (size, sha, desc) in _CYCLEGAN_FILES.items()),
+        DatasetSpec(
+            name="celeba",
+            description="Celebrity faces, aligned & cropped 178x218 JPEG, 202,599 images with 40 "
+                        "binary attributes (StarGAN); placed by hand",
+            files=_CELEBA_FILES,
+            layout="celeba",
+            required=("img_align_celeba", "list_attr_celeba.txt"),
+            license="Non-commercial research and educational use only, under the CelebA "
+                    "agreement on the homepage; cite Liu et al., ICCV 2015.",
+            homepage=CELEBA_HOMEPAGE,
+        ),
     ]
     return types.MappingProxyType({s.name: s for s in specs})
 
@@ -266,6 +306,9 @@ def check_spec(spec: DatasetSpec) -> list[str]:
             problems.append(f"{spec.name}/{f.filename}: filename must be a plain name")
         if f.extract not in (None, "zip", "tar.gz"):
             problems.append(f"{spec.name}/{f.filename}: unknown extract {f.extract!r}")
+        if not f.urls and not (f.manual and spec.homepage):
+            problems.append(f"{spec.name}/{f.filename}: no url, and no homepage + manual "
+                            "instructions to get it by hand")
     if not spec.required:
         problems.append(f"{spec.name}: no required paths, verify could not check the layout")
     return problems

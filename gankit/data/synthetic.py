@@ -14,6 +14,11 @@ meant to look like something, so that a tiny GAN trained for a minute visibly le
   source per class, plus two classes of coloured shapes.
 * CycleGAN sets: domain A is photo crops, domain B the same kind of crops posterised, tinted and
   striped, so A->B is a learnable translation.
+* ``celeba``: 178x218 JPEG faces (scikit-image's small LFW faces as skin texture on a drawn head)
+  and a ``list_attr_celeba.txt`` with the 40 official attributes, where StarGAN's five default
+  attributes are visible: the hair colour (exactly one of black / blond / brown), ``Male`` (a
+  beard and a wider face) and ``Young`` (smooth, vivid skin; otherwise forehead wrinkles and a
+  faded, low-contrast image). ``No_Beard`` is ``not Male``; the other 34 are random.
 
 Same seed and sizes give the same bytes (gzip and pickle headers carry no timestamps) on the
 same Pillow / scikit-image versions.
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from gankit.data.fetch import check_layout
 from gankit.data.registry import DataError, get_spec
@@ -46,8 +51,26 @@ CIFAR_LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
+# The 40 attributes of list_attr_celeba.txt, in the file's order (also jpg/CelebA.md of StarGAN).
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup",
+    "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard",
+    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns",
+    "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+# Hair colour of the synthetic faces, one per image.
+CELEBA_HAIR_COLOURS = {"Black_Hair": (30, 25, 22), "Blond_Hair": (226, 194, 118),
+                       "Brown_Hair": (116, 70, 36)}
+CELEBA_IMAGE_SIZE = (178, 218)  # (width, height) of the aligned & cropped CelebA images
+
 # (n_train, n_test) per layout: big enough to train a toy GAN, small enough for < 1 s.
-DEFAULT_SIZES = {"idx-gz": (600, 100), "cifar-python": (500, 100), "cyclegan": (24, 6)}
+# CelebA: n_train + n_test images in one folder; the test split is the official rule (first
+# images of the seeded shuffle, see gankit.data.celeba) with n_test instead of 1999.
+DEFAULT_SIZES = {"idx-gz": (600, 100), "cifar-python": (500, 100), "cyclegan": (24, 6),
+                 "celeba": (320, 80)}
 
 
 # ------------------------------------------------------------------------------------- IDX
@@ -377,6 +400,129 @@ def _write_cyclegan(d: Path, name: str, rngs: tuple, n_train: int, n_test: int,
                 img.save(folder / f"{i:04d}_{domain}.jpg", quality=90, subsampling=0)
 
 
+# ------------------------------------------------------------------------------------ CelebA
+_SKIN_TONES = np.array([(236, 200, 172), (224, 178, 142), (198, 150, 112), (160, 112, 80),
+                        (112, 76, 54)], np.float32)
+
+
+def _lfw_faces() -> np.ndarray:
+    """scikit-image's 100 small LFW faces, (100, 25, 25) float32 in [0, 1] (no download)."""
+    import skimage.data as skd
+
+    return skd.lfw_subset()[:100].astype(np.float32)  # the other 100 are non-faces
+
+
+def render_celeba_face(hair: str, male: bool, young: bool, rng: np.random.Generator,
+                       faces: np.ndarray) -> Image.Image:
+    """One 178x218 RGB face whose hair colour, sex and age are visible.
+
+    Parameters
+    ----------
+    hair : {"Black_Hair", "Blond_Hair", "Brown_Hair"}
+    male : bool
+        Beard and moustache over the lower face, a wider face, short hair; else long hair down
+        the sides and red lips.
+    young : bool
+        Smooth, saturated skin at full contrast; else forehead wrinkles, greyer skin and the whole
+        image faded towards its mean (lower contrast).
+    rng : np.random.Generator
+        Pose, size, skin tone, background, clothes, texture, noise and colour jitter.
+    faces : np.ndarray, (K, 25, 25) float in [0, 1]
+        Grey face textures (``_lfw_faces()``); one is drawn at random.
+
+    All cues sit inside the central 178x178 square that StarGAN's ``CenterCrop(178)`` keeps.
+    """
+    width, height = CELEBA_IMAGE_SIZE
+
+    def colour(rgb) -> tuple[int, int, int]:
+        return tuple(int(c) for c in np.clip(np.round(rgb), 0, 255))
+
+    cx, cy = width / 2 + rng.uniform(-6, 6), 122 + rng.uniform(-6, 6)
+    rx, ry = rng.uniform(42, 48) + (5 if male else 0), rng.uniform(56, 62)  # head half-axes
+    head_box = (cx - rx, cy - ry, cx + rx, cy + ry)
+    img = Image.new("RGB", (width, height), colour(rng.uniform(50, 215, 3)))
+    draw = ImageDraw.Draw(img)
+    draw.polygon([(cx - 0.5 * rx, cy + 0.8 * ry), (cx + 0.5 * rx, cy + 0.8 * ry),
+                  (cx + 1.9 * rx, height), (cx - 1.9 * rx, height)],
+                 fill=colour(rng.uniform(25, 230, 3)))  # shoulders
+
+    hair_rgb = np.array(CELEBA_HAIR_COLOURS[hair], np.float32) * rng.uniform(0.9, 1.1)
+    hair_fill = colour(hair_rgb)
+    outer = (cx - 1.2 * rx, cy - 0.12 * ry - 1.14 * ry, cx + 1.2 * rx, cy - 0.12 * ry + 1.14 * ry)
+    # PIL angles run clockwise from 3 o'clock: a chord from 150 to 30 degrees keeps the top of
+    # the ellipse down to half its height below the centre (long hair), 200 -> 340 only the top.
+    draw.chord(outer, *((200, 340) if male else (150, 30)), fill=hair_fill)
+
+    skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.92, 1.08)
+    if not young:
+        skin = 0.6 * skin + 0.4 * skin.mean()  # greyer, paler skin
+    size = (int(round(2 * rx)), int(round(2 * ry)))
+    texture = Image.fromarray(faces[rng.integers(len(faces))]).resize(
+        size, Image.Resampling.BILINEAR)
+    face = skin * (0.5 + 0.75 * np.asarray(texture, np.float32)[..., None])
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, size[0] - 1, size[1] - 1), fill=255)
+    corner = (int(round(cx - rx)), int(round(cy - ry)))
+    img.paste(Image.fromarray(np.clip(face, 0, 255).astype(np.uint8)), corner, mask)
+
+    draw.chord(head_box, 215, 325, fill=hair_fill)  # hair over the top of the forehead
+    if not young:  # three forehead wrinkles
+        for k in range(3):
+            y = cy - (0.42 - 0.1 * k) * ry
+            draw.line([(cx - 0.45 * rx, y), (cx + 0.45 * rx, y)], fill=colour(skin * 0.55),
+                      width=3)
+    if male:  # beard and moustache over the lower face, the mouth left open
+        draw.chord(head_box, 17, 163, fill=colour(np.array((52, 40, 33)) * rng.uniform(0.8, 1.2)))
+        draw.rectangle((cx - 0.28 * rx, cy + 0.47 * ry, cx + 0.28 * rx, cy + 0.57 * ry),
+                       fill=(95, 45, 45))
+    else:  # red lips
+        draw.ellipse((cx - 0.3 * rx, cy + 0.445 * ry, cx + 0.3 * rx, cy + 0.595 * ry),
+                     fill=(185, 60, 72))
+    img = ImageEnhance.Contrast(img).enhance(1.08 if young else 0.6)  # old: faded
+    noise = rng.integers(-5, 6, (height, width, 1), dtype=np.int16)  # sensor noise
+    return Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def celeba_attribute_rows(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Attributes of ``n`` synthetic faces: (n, 40) int8 of +1 / -1 in ``CELEBA_ATTRIBUTES`` order.
+
+    Exactly one of Black_Hair / Blond_Hair / Brown_Hair is +1; the three colours, Male and Young
+    are balanced (up to one); No_Beard = not Male; the other 34 attributes are random.
+    """
+    index = {name: i for i, name in enumerate(CELEBA_ATTRIBUTES)}
+    rows = np.where(rng.random((n, len(CELEBA_ATTRIBUTES))) < 0.5, 1, -1).astype(np.int8)
+    hair = _balanced_labels(n, 3, rng)
+    for k, name in enumerate(CELEBA_HAIR_COLOURS):
+        rows[:, index[name]] = np.where(hair == k, 1, -1)
+    for name in ("Male", "Young"):
+        rows[:, index[name]] = np.where(rng.permutation(np.arange(n) % 2) == 1, 1, -1)
+    rows[:, index["No_Beard"]] = -rows[:, index["Male"]]
+    return rows
+
+
+def celeba_attribute_text(file_names: list[str], rows: np.ndarray) -> str:
+    """``list_attr_celeba.txt`` formatted as the official one: count, names, ``name v1 .. v40``."""
+    lines = [str(len(file_names)), " ".join(CELEBA_ATTRIBUTES) + " "]
+    lines += [name + "".join(f" {int(v):2d}" for v in row) for name, row in zip(file_names, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_celeba(d: Path, rng: np.random.Generator, n: int) -> None:
+    folder = d / "img_align_celeba"
+    folder.mkdir()
+    rows = celeba_attribute_rows(n, rng)
+    index = {name: i for i, name in enumerate(CELEBA_ATTRIBUTES)}
+    faces = _lfw_faces()
+    names = [f"{i + 1:06d}.jpg" for i in range(n)]
+    for name, row in zip(names, rows):
+        hair = next(h for h in CELEBA_HAIR_COLOURS if row[index[h]] == 1)
+        img = render_celeba_face(hair, row[index["Male"]] == 1, row[index["Young"]] == 1, rng,
+                                 faces)
+        img.save(folder / name, quality=90, subsampling=0)
+    (d / "list_attr_celeba.txt").write_text(celeba_attribute_text(names, rows), encoding="ascii",
+                                            newline="\n")
+
+
 # ------------------------------------------------------------------------------------ public
 def synthetic_params(name: str, seed: int = 0, n_train: int | None = None,
                      n_test: int | None = None) -> dict:
@@ -412,14 +558,17 @@ def write_synthetic(name: str, root: str | os.PathLike, *, seed: int = 0,
     Parameters
     ----------
     name : str
-        ``mnist``, ``fashion_mnist``, ``cifar10`` or a CycleGAN set (``horse2zebra``, ...).
+        ``mnist``, ``fashion_mnist``, ``cifar10``, a CycleGAN set (``horse2zebra``, ...) or
+        ``celeba``.
     root : path
         Parent directory; the dataset directory ``<root>/<name>`` is replaced atomically.
     seed : int
         Same seed and sizes, same bytes.
     n_train, n_test : int, optional
         Number of training / test examples (per domain for CycleGAN sets). Defaults: 600/100
-        for the IDX sets, 500/100 for CIFAR-10, 24/6 for CycleGAN sets.
+        for the IDX sets, 500/100 for CIFAR-10, 24/6 for CycleGAN sets, 320/80 for CelebA (one
+        folder of n_train + n_test faces; ``gankit.data.CelebA`` splits it by the official rule
+        with ``n_test`` test images, read from the copy's ``.synthetic.json``).
 
     Returns
     -------
@@ -440,6 +589,8 @@ def write_synthetic(name: str, root: str | os.PathLike, *, seed: int = 0,
             _write_idx_dataset(tmp, name, rngs, params["n_train"], params["n_test"])
         elif layout == "cifar-python":
             _write_cifar(tmp, rngs, params["n_train"], params["n_test"])
+        elif layout == "celeba":
+            _write_celeba(tmp, rngs[0], params["n_train"] + params["n_test"])
         else:
             _write_cyclegan(tmp, name, rngs, params["n_train"], params["n_test"])
         (tmp / SYNTHETIC_MARKER).write_text(json.dumps(params, indent=1), encoding="utf-8")
