@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -11,7 +11,6 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import nbformat

@@ -10,14 +10,14 @@ The module trees give exactly the official ``state_dict`` keys and shapes, so re
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.models.dcgan import _parse
+from gankit.config import override_fields
 from gankit.training import _unwrap
 
 
@@ -77,19 +77,7 @@ class CycleGANConfig:
 
     def override(self, changes: Mapping[str, Any] | Iterable[str]) -> "CycleGANConfig":
         """A copy with fields replaced; strings (``"key=value"`` items or values) are parsed to the field's type."""
-        if not isinstance(changes, Mapping):
-            pairs = [item.split("=", 1) for item in changes]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError(f"expected key=value items, got {list(changes)!r}")
-            changes = dict(pairs)
-        names = [f.name for f in fields(self)]
-        updates = {}
-        for key, value in changes.items():
-            key = key.strip().replace("-", "_")
-            if key not in names:
-                raise ValueError(f"unknown CycleGAN setting {key!r}; choose from {', '.join(names)}")
-            updates[key] = _parse(value, getattr(self, key), key)
-        return replace(self, **updates)
+        return override_fields(self, changes, "CycleGAN")
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:

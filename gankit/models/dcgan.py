@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gankit.config import override_fields
 from gankit.training import PRECISIONS, MixedPrecision, Trainer
 
 LOSSES = ("non_saturating", "minimax")
@@ -73,36 +74,7 @@ class DCGANConfig:
 
     def override(self, changes: Mapping[str, Any] | Iterable[str]) -> "DCGANConfig":
         """A copy with fields replaced; strings (``"key=value"`` items or values) are parsed to the field's type."""
-        if not isinstance(changes, Mapping):
-            pairs = [item.split("=", 1) for item in changes]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError(f"expected key=value items, got {list(changes)!r}")
-            changes = dict(pairs)
-        names = [f.name for f in fields(self)]
-        updates = {}
-        for key, value in changes.items():
-            key = key.strip().replace("-", "_")
-            if key not in names:
-                raise ValueError(f"unknown DCGAN setting {key!r}; choose from {', '.join(names)}")
-            updates[key] = _parse(value, getattr(self, key), key)
-        return replace(self, **updates)
-
-
-def _parse(value: Any, current: Any, key: str) -> Any:
-    """Convert ``value`` (a string from the command line, or JSON) to the type of ``current``."""
-    if not isinstance(value, str):
-        return tuple(value) if isinstance(current, tuple) else value
-    text = value.strip()
-    try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(current, tuple):
-            return tuple(float(part) for part in text.strip("()[]").split(","))
-        return type(current)(text)  # int, float or str
-    except ValueError:
-        raise ValueError(f"{key}={value!r}: expected a {type(current).__name__}") from None
+        return override_fields(self, changes, "DCGAN")
 
 
 def _blocks(image_size: int) -> int:

@@ -11,15 +11,14 @@ Only single-dataset training (CelebA or RaFD) is covered, not the paper's mask-v
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.models.dcgan import _parse
+from gankit.config import override_fields
 from gankit.training import _unwrap
 
 DATASETS = ("CelebA", "RaFD")
@@ -81,21 +80,7 @@ class StarGANConfig:
 
     def override(self, changes: Mapping[str, Any] | Iterable[str]) -> "StarGANConfig":
         """A copy with fields replaced; strings (``"key=value"`` items or values) are parsed to the field's type."""
-        if not isinstance(changes, Mapping):
-            pairs = [item.split("=", 1) for item in changes]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError(f"expected key=value items, got {list(changes)!r}")
-            changes = dict(pairs)
-        names = [f.name for f in fields(self)]
-        updates = {}
-        for key, value in changes.items():
-            key = key.strip().replace("-", "_")
-            if key not in names:
-                raise ValueError(f"unknown StarGAN setting {key!r}; choose from {', '.join(names)}")
-            if key == "selected_attrs" and isinstance(value, str):  # _parse would read a tuple as floats
-                value = tuple(a for a in re.split(r"[,\s]+", value.strip("()[] ")) if a)
-            updates[key] = _parse(value, getattr(self, key), key)
-        return replace(self, **updates)
+        return override_fields(self, changes, "StarGAN")
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:

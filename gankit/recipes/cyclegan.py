@@ -22,7 +22,7 @@ import torch
 from gankit.models.cyclegan import (CycleGANConfig, ImagePool, ResnetGenerator, build_models,
                                     discriminator_loss, generator_loss, linear_decay_lambda,
                                     load_official_state_dict, set_requires_grad)
-from gankit.training import Trainer, _unwrap
+from gankit.training import Trainer
 
 SMOKE = dict(load_size=36, crop_size=32, ngf=8, ndf=8, n_blocks=2, n_epochs=1, n_epochs_decay=1)
 
