@@ -22,58 +22,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     recipes = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
     dcgan = recipes.add_parser("dcgan", help="DCGAN (Radford et al. 2016) on MNIST",
                                description="Train DCGAN; every DCGANConfig field can be set with --set.")
-    dcgan.add_argument("--data", default="mnist", choices=["mnist"], help="dataset (default: mnist)")
-    dcgan.add_argument("--data-dir", default=None,
-                       help="dataset cache (default: $GANKIT_DATA or ~/.cache/gankit)")
-    dcgan.add_argument("--run-dir", default="runs/dcgan",
-                       help="checkpoints, samples, losses.csv go here (default: runs/dcgan)")
-    dcgan.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    _common_arguments(dcgan, "dcgan", "mnist", ["mnist"], "a DCGANConfig field, e.g. --set lr=1e-4 --set betas=0.5,0.99")
     dcgan.add_argument("--epochs", type=int, default=None, help="number of epochs (default: config's 25)")
-    dcgan.add_argument("--smoke", action="store_true",
-                       help="a few steps on small synthetic data: checks the setup in seconds")
-    dcgan.add_argument("--no-resume", dest="resume", action="store_false",
-                       help="start over: delete the run's old checkpoints and losses.csv")
-    dcgan.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    dcgan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a DCGANConfig field, e.g. --set lr=1e-4 --set betas=0.5,0.99 (repeatable)")
     dcgan.set_defaults(func=run_dcgan)
 
     cyclegan = recipes.add_parser("cyclegan", help="CycleGAN (Zhu et al. 2017), unpaired translation",
                                   description="Train CycleGAN; every CycleGANConfig field can be set with --set. "
                                   "Two GPUs: torchrun --nproc_per_node 2 -m gankit train cyclegan ...")
-    cyclegan.add_argument("--data", default="horse2zebra", help="a two-domain dataset (gankit data list)")
-    cyclegan.add_argument("--data-dir", default=None, help="dataset cache (default: $GANKIT_DATA or ~/.cache/gankit)")
-    cyclegan.add_argument("--run-dir", default="runs/cyclegan", help="checkpoints, samples, losses.csv")
-    cyclegan.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    cyclegan.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                          help="auto: bf16 on A100-class GPUs, fp16 + scaler on V100, fp32 on CPU")
-    cyclegan.add_argument("--compile", action="store_true", help="torch.compile the generators")
-    cyclegan.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    cyclegan.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    cyclegan.add_argument("--smoke", action="store_true", help="a few steps of tiny nets on synthetic data")
-    cyclegan.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
-    cyclegan.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    cyclegan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a CycleGANConfig field, e.g. --set n_blocks=6 (repeatable)")
+    _common_arguments(cyclegan, "cyclegan", "horse2zebra", None, "a CycleGANConfig field, e.g. --set n_blocks=6")
+    _gpu_arguments(cyclegan, "torch.compile the generators")
     cyclegan.set_defaults(func=run_cyclegan)
 
     stargan = recipes.add_parser("stargan", help="StarGAN (Choi et al. 2018), multi-domain translation",
                                  description="Train StarGAN on CelebA; every StarGANConfig field can be set with "
                                  "--set. Two GPUs: torchrun --nproc_per_node 2 -m gankit train stargan ...")
-    stargan.add_argument("--data", default="celeba", choices=["celeba"], help="dataset (default: celeba)")
-    stargan.add_argument("--data-dir", default=None, help="dataset cache (default: $GANKIT_DATA or ~/.cache/gankit)")
-    stargan.add_argument("--run-dir", default="runs/stargan", help="checkpoints, samples, losses.csv")
-    stargan.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    stargan.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                         help="auto: bf16 on A100-class GPUs, fp16 + scaler on V100, fp32 on CPU")
-    stargan.add_argument("--compile", action="store_true", help="torch.compile the generator (not D: double backward)")
-    stargan.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    stargan.add_argument("--max-steps", type=int, default=None, help="stop after this many iterations")
-    stargan.add_argument("--smoke", action="store_true", help="a few steps of tiny nets on synthetic data")
-    stargan.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
-    stargan.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    stargan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a StarGANConfig field, e.g. --set batch_size=32 (repeatable)")
+    _common_arguments(stargan, "stargan", "celeba", ["celeba"], "a StarGANConfig field, e.g. --set batch_size=32")
+    _gpu_arguments(stargan, "torch.compile the generator (not D: the penalty needs double backward)")
     stargan.set_defaults(func=run_stargan)
     return train
 
@@ -89,20 +53,12 @@ def run_stargan(args: argparse.Namespace) -> int:
         print(f"gankit train stargan: {err}", file=sys.stderr)
         return 2
     from gankit.data import prepare
-    from gankit.distributed import is_main
 
     data_root = prepare(args.data, args.data_dir, smoke=args.smoke)
     trainer = train_stargan(config, data_root, args.run_dir, args.device, smoke=args.smoke, resume=args.resume,
                             progress=args.progress, precision=args.precision, compile_generator=args.compile,
                             num_workers=args.workers, max_steps=args.max_steps)
-    result = trainer.result
-    if is_main():
-        print(f"gankit train stargan: step {result.step}, checkpoint {result.checkpoint}")
-        if result.stopped_by:
-            print(f"gankit train stargan: stopped by {result.stopped_by}; run the same command to resume")
-    if result.stopped_by:
-        return 128 + int(signal.Signals[result.stopped_by])
-    return 0
+    return _finish("stargan", trainer.result)
 
 
 def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -137,16 +93,7 @@ def run_cyclegan(args: argparse.Namespace) -> int:
                              resume=args.resume, progress=args.progress, precision=args.precision,
                              compile_generators=args.compile, num_workers=args.workers,
                              max_steps=args.max_steps)
-    from gankit.distributed import is_main
-
-    result = trainer.result
-    if is_main():  # under torchrun, one line per run rather than one per process
-        print(f"gankit train cyclegan: step {result.step}, epoch {result.epoch}, checkpoint {result.checkpoint}")
-        if result.stopped_by:
-            print(f"gankit train cyclegan: stopped by {result.stopped_by}; run the same command to resume")
-    if result.stopped_by:
-        return 128 + int(signal.Signals[result.stopped_by])
-    return 0
+    return _finish("cyclegan", trainer.result)
 
 
 def run_translate(args: argparse.Namespace) -> int:
@@ -156,6 +103,44 @@ def run_translate(args: argparse.Namespace) -> int:
                                size=args.size, device=args.device, n_blocks=args.n_blocks)
     print(f"gankit translate: wrote {len(written)} images to {args.output}")
     return 0
+
+
+def _common_arguments(parser: argparse.ArgumentParser, recipe: str, data: str, choices: list[str] | None,
+                      set_example: str) -> None:
+    """The options every recipe takes: data, run folder, device, smoke, resume, --set."""
+    parser.add_argument("--data", default=data, choices=choices,
+                        help=f"dataset (default: {data}; `gankit data list` shows them)")
+    parser.add_argument("--data-dir", default=None, help="dataset cache (default: $GANKIT_DATA or ~/.cache/gankit)")
+    parser.add_argument("--run-dir", default=f"runs/{recipe}",
+                        help=f"checkpoints, samples, losses.csv go here (default: runs/{recipe})")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps of tiny nets on small synthetic data: checks the setup in seconds")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start over: delete the run's old checkpoints and losses.csv")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override {set_example} (repeatable)")
+
+
+def _gpu_arguments(parser: argparse.ArgumentParser, compile_help: str) -> None:
+    """Options of the recipes built for two-GPU servers (mixed precision, compile, workers)."""
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="auto: bf16 on A100-class GPUs, fp16 + scaler on V100, fp32 on CPU")
+    parser.add_argument("--compile", action="store_true", help=compile_help)
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+
+
+def _finish(recipe: str, result) -> int:
+    """Report the run (rank 0 only under torchrun) and turn how it ended into the exit code."""
+    from gankit.distributed import is_main
+
+    if is_main():
+        print(f"gankit train {recipe}: step {result.step}, epoch {result.epoch}, checkpoint {result.checkpoint}")
+        if result.stopped_by:
+            print(f"gankit train {recipe}: stopped by {result.stopped_by}; run the same command to resume")
+    return 128 + int(signal.Signals[result.stopped_by]) if result.stopped_by else 0
 
 
 def run_dcgan(args: argparse.Namespace) -> int:
@@ -176,9 +161,4 @@ def run_dcgan(args: argparse.Namespace) -> int:
     data_root = prepare(args.data, args.data_dir, smoke=args.smoke, seed=config.seed)
     trainer = train_dcgan(config, data_root, args.run_dir, device, smoke=args.smoke,
                           resume=args.resume, progress=args.progress)
-    result = trainer.result
-    print(f"gankit train dcgan: step {result.step}, epoch {result.epoch}, checkpoint {result.checkpoint}")
-    if result.stopped_by:
-        print(f"gankit train dcgan: stopped by {result.stopped_by}; run the same command to resume")
-        return 128 + int(signal.Signals[result.stopped_by])
-    return 0
+    return _finish("dcgan", trainer.result)
