@@ -1,4 +1,4 @@
-"""The `gankit` command: doctor, data, train. `gankit --help` lists everything."""
+"""The `gankit` command: doctor, data, train, translate, compress, decompress. `gankit --help` lists everything."""
 from __future__ import annotations
 
 import argparse
@@ -38,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     fid.set_defaults(func=run_fid)
     from gankit.data.cli import add_parser as add_data
     add_data(sub)
-    from gankit.train_cli import add_parser as add_train, add_translate_parser
+    from gankit.train_cli import add_codec_parsers, add_parser as add_train, add_translate_parser
     add_train(sub)
     add_translate_parser(sub)
+    add_codec_parsers(sub)
+    from gankit.rd import add_rd_parser
+    add_rd_parser(sub)
     return parser
 
 

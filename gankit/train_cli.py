@@ -39,7 +39,86 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _common_arguments(stargan, "stargan", "celeba", ["celeba"], "a StarGANConfig field, e.g. --set batch_size=32")
     _gpu_arguments(stargan, "torch.compile the generator (not D: the penalty needs double backward)")
     stargan.set_defaults(func=run_stargan)
+
+    compression = recipes.add_parser(
+        "compression", help="learned image compression (Ballé 2017/2018), then generative (HiFiC)",
+        description="Train a learned codec on random crops of any folder of photos (a registry name or a "
+        "path; keep Kodak for evaluation); every CompressionConfig field can be set with --set, e.g. "
+        "--set lmbda=0.0067 for a lower rate, --set stage=gan --set warm_start=RUN/checkpoints/last.pt "
+        "for the generative stage. Two GPUs: torchrun --nproc_per_node 2 -m gankit train compression ...")
+    _common_arguments(compression, "compression", "horse2zebra", None,
+                      "a CompressionConfig field, e.g. --set model=factorized --set lmbda=0.0067")
+    compression.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                             help="transforms' precision (likelihoods stay fp32); default fp32 (TF32 convolutions): "
+                             "bf16 was slower for this model on an H100 (benchmarks/compression.py)")
+    compression.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
+    compression.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    compression.set_defaults(func=run_compression)
     return train
+
+
+def run_compression(args: argparse.Namespace) -> int:
+    """Run the compression recipe; exit codes as for DCGAN."""
+    from pathlib import Path
+
+    from gankit.models.compression import CompressionConfig
+    from gankit.recipes.compression import train_compression
+
+    try:
+        config = CompressionConfig().override(args.overrides)
+    except (ValueError, TypeError) as err:
+        print(f"gankit train compression: {err}", file=sys.stderr)
+        return 2
+    from gankit.data import DataError, prepare
+
+    try:
+        data_root = Path(args.data) if Path(args.data).is_dir() else prepare(args.data, args.data_dir, smoke=args.smoke)
+        trainer = train_compression(config, data_root, args.run_dir, args.device, smoke=args.smoke,
+                                    resume=args.resume, progress=args.progress, precision=args.precision,
+                                    num_workers=args.workers, max_steps=args.max_steps)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        print(f"gankit train compression: {err}", file=sys.stderr)
+        return 2
+    return _finish("compression", trainer.result)
+
+
+def add_codec_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """``gankit compress`` and ``gankit decompress``: real files from a trained codec."""
+    for name, first, second, help_text in (
+            ("compress", "image", "out", "write an RGB image as a compressed file (real entropy-coded bits)"),
+            ("decompress", "file", "image", "decode a compressed file back to an image (PNG by default)")):
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument(first)
+        parser.add_argument(second)
+        parser.add_argument("--checkpoint", required=True,
+                            help="the codec: a `gankit train compression` run's checkpoints/last.pt")
+        parser.set_defaults(func=run_codec_command)
+
+
+def run_codec_command(args: argparse.Namespace) -> int:
+    from gankit.codec import HEADER_BYTES, CodecError, compress_file, decompress_file, load_codec
+
+    try:
+        codec = load_codec(args.checkpoint)
+        if args.command == "compress":
+            size = compress_file(codec, args.image, args.out)
+            H, W = read_size(args.image)
+            print(f"gankit compress: {args.out}: {size} bytes ({HEADER_BYTES}-byte header), "
+                  f"{8 * size / (H * W):.4f} bpp for {W}x{H}")
+        else:
+            H, W = decompress_file(codec, args.file, args.image)
+            print(f"gankit decompress: wrote {args.image} ({W}x{H})")
+    except CodecError as err:
+        print(f"gankit {args.command}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def read_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.height, image.width
 
 
 def run_stargan(args: argparse.Namespace) -> int:

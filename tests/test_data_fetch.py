@@ -25,7 +25,7 @@ import pytest
 
 from gankit.data import DataError, fetch, is_verified, verify
 from gankit.data.cli import main as cli_main
-from gankit.data.registry import DatasetSpec, FileSpec
+from gankit.data.registry import REGISTRY, DatasetSpec, FileSpec
 
 # The package re-exports the function `fetch`, which shadows the submodule attribute.
 fetch_module = importlib.import_module("gankit.data.fetch")
@@ -368,6 +368,27 @@ def test_unknown_dataset(tmp_path):
         fetch("no_such_set", tmp_path)
 
 
+def test_kodak_entry_fetches_and_verifies_single_pngs(tmp_path):
+    # The real entry with each file re-pinned to a local stand-in: 24 plain PNGs, no archive.
+    from gankit.data.synthetic import write_synthetic
+
+    src = write_synthetic("kodak", tmp_path / "src")
+    payload = {f.filename: (src / f.filename).read_bytes() for f in REGISTRY["kodak"].files}
+    files = tuple(dataclasses.replace(f, url=_serve_file(tmp_path, f.filename, data),
+                                      sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+                  for f, data in zip(REGISTRY["kodak"].files, payload.values()))
+    spec = dataclasses.replace(REGISTRY["kodak"], files=files)
+    root = tmp_path / "cache"
+    d = fetch("kodak", root, spec=spec, progress=False)
+    assert d == root / "kodak" and is_verified("kodak", root, spec=spec)
+    assert verify("kodak", root, spec=spec) == []
+    assert {name: (d / name).read_bytes() for name in payload} == payload
+    assert _leftovers(d) == []
+    (d / "kodim07.png").unlink()
+    problems = verify("kodak", root, spec=spec)
+    assert len(problems) == 1 and "kodim07.png is missing" in problems[0]
+
+
 # --------------------------------------------------------------------------------------- CLI
 def test_cli_fetch_offline_real_entry_prints_message_not_traceback(tmp_path, capsys):
     code = cli_main(["data", "fetch", "mnist", "--root", str(tmp_path), "--quiet"])
@@ -389,9 +410,10 @@ def test_cli_unknown_name_and_verify_exit_codes(tmp_path, capsys):
 def test_cli_list(tmp_path, capsys):
     assert cli_main(["data", "list", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("mnist", "fashion_mnist", "cifar10", "horse2zebra"):
+    for name in ("mnist", "fashion_mnist", "cifar10", "horse2zebra", "kodak"):
         assert name in out
     assert "missing" in out and "162.6 MiB" in out  # cifar10's tarball
+    assert any(line.split()[:4] == ["kodak", "14.7", "MiB", "missing"] for line in out.splitlines())
 
 
 def test_cli_add_parser_sets_func():

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from gankit.data import REGISTRY, DataError, dataset_dir, default_root, list_datasets
-from gankit.data.registry import DatasetSpec, FileSpec, check_spec, get_spec
+from gankit.data.registry import KODAK_PORTRAIT, DatasetSpec, FileSpec, check_spec, get_spec
 
 EXPECTED = {"mnist", "fashion_mnist", "cifar10", "horse2zebra", "apple2orange",
-            "summer2winter_yosemite", "monet2photo", "maps"}
+            "summer2winter_yosemite", "monet2photo", "maps", "kodak"}
+KODAK_NAMES = [f"kodim{i:02d}.png" for i in range(1, 25)]
 
 
 def test_registry_has_the_course_datasets():
@@ -70,6 +71,21 @@ def test_official_layouts():
         assert set(spec.required) == {f"{name}/{s}" for s in splits}
 
 
+def test_kodak_entry():
+    spec = REGISTRY["kodak"]
+    assert spec.layout == "kodak" and "Kodak" in spec.description and "768x512" in spec.description
+    assert [f.filename for f in spec.files] == KODAK_NAMES
+    assert list(spec.required) == KODAK_NAMES  # single PNGs: the downloads are the layout
+    for f in spec.files:
+        assert f.url == f"https://r0k.us/graphics/kodak/kodak/{f.filename}"
+        assert f.extract is None and f.mirrors == () and not f.manual
+        assert 490_000 < f.size < 830_000, f.filename  # lossless 768x512 RGB PNGs
+    assert spec.homepage == "http://r0k.us/graphics/kodak/"
+    assert "Eastman Kodak" in spec.license and "unrestricted" in spec.license
+    assert set(KODAK_PORTRAIT) == {f"kodim{i:02d}.png" for i in (4, 9, 10, 17, 18, 19)}
+    assert set(KODAK_PORTRAIT) < set(KODAK_NAMES)
+
+
 def test_known_checksums_spot_check():
     # Guards against accidental edits of the pinned values (sources: tensorflow/datasets
     # url_checksums, keras datasets); a typo here would make every student's download fail.
@@ -79,6 +95,14 @@ def test_known_checksums_spot_check():
     assert REGISTRY["cifar10"].files[0].size == 170498071
     assert REGISTRY["cifar10"].files[0].sha256.endswith("0b5c001ce")
     assert REGISTRY["horse2zebra"].files[0].size == 116867962
+    kodak = {f.filename: f for f in REGISTRY["kodak"].files}  # published r0k.us SHA-256 lists
+    assert kodak["kodim01.png"].size == 736501
+    assert kodak["kodim01.png"].sha256.startswith("a56e27cbf5f843c0")
+    assert kodak["kodim13.png"].size == 822712
+    assert kodak["kodim13.png"].sha256.startswith("bc34a3ce58dea09d")
+    assert kodak["kodim24.png"].size == 706397
+    assert kodak["kodim24.png"].sha256.endswith("6721b156d7cb96")
+    assert REGISTRY["kodak"].size == 15394305
 
 
 def test_registry_is_read_only_and_specs_frozen():

@@ -14,6 +14,7 @@ from PIL import Image
 from gankit.data import CIFAR10Batches, DataError, MNISTIdx, check_layout, prepare, write_synthetic
 from gankit.data.cli import main as cli_main
 from gankit.data.datasets import read_idx
+from gankit.data.registry import KODAK_PORTRAIT
 
 
 def _tree_bytes(d: Path) -> dict[str, bytes]:
@@ -90,6 +91,38 @@ def test_cyclegan_synthetic(tmp_path):
     assert len(files) == 3 and len(list((d / "horse2zebra" / "testA").iterdir())) == 2
     with Image.open(files[0]) as img:
         assert img.format == "JPEG" and img.size == (256, 256) and img.mode == "RGB"
+
+
+def test_kodak_synthetic_has_the_24_names_at_quarter_size(tmp_path):
+    d = prepare("kodak", tmp_path, smoke=True)
+    assert d == tmp_path / "synthetic" / "kodak"
+    assert check_layout("kodak", d) == []
+    pngs = sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
+    assert pngs == [f"kodim{i:02d}.png" for i in range(1, 25)]
+    arrays = {}
+    for name in pngs:
+        with Image.open(d / name) as img:
+            assert img.format == "PNG" and img.mode == "RGB", name
+            assert img.size == ((128, 192) if name in KODAK_PORTRAIT else (192, 128)), name
+            arrays[name] = np.asarray(img)
+    assert all(a.std() > 10 for a in arrays.values())  # photo crops, not flat fills
+    assert len({a.tobytes() for a in arrays.values()}) == 24
+    a = _tree_bytes(write_synthetic("kodak", tmp_path / "a", seed=7))
+    assert a == _tree_bytes(write_synthetic("kodak", tmp_path / "b", seed=7))
+    c = _tree_bytes(write_synthetic("kodak", tmp_path / "c", seed=8))
+    assert a.keys() == c.keys() and a["kodim05.png"] != c["kodim05.png"]
+
+
+def test_kodak_synthetic_size_is_fixed(tmp_path, capsys):
+    with pytest.raises(ValueError, match="fixed set of 24"):
+        write_synthetic("kodak", tmp_path, n_train=5)
+    with pytest.raises(ValueError, match="fixed set of 24"):
+        write_synthetic("kodak", tmp_path, n_test=3)
+    assert not (tmp_path / "kodak").exists()
+    assert cli_main(["data", "synthetic", "kodak", str(tmp_path), "--n-test", "3"]) == 1
+    assert "leave n_train and n_test unset" in capsys.readouterr().err
+    assert cli_main(["data", "synthetic", "kodak", str(tmp_path)]) == 0
+    assert check_layout("kodak", tmp_path / "kodak") == []
 
 
 @pytest.mark.parametrize("name, n", [("mnist", 20), ("fashion_mnist", 20), ("cifar10", 20),

@@ -8,8 +8,8 @@ Typical notebook use::
     train = MNISTIdx(root, "train", image_size=32)
 
 Importing this package reads no file and opens no connection; the parts that need torch, numpy,
-Pillow or scikit-image (``MNISTIdx``, ``CIFAR10Batches``, ``prepare``, ``write_synthetic``) are
-imported on first use.
+Pillow or scikit-image (``MNISTIdx``, ``CIFAR10Batches``, ``prepare``, ``write_synthetic``,
+``PhotoCrops``, ...) are imported on first use.
 
 Note: the function ``fetch`` shadows the submodule of the same name as an attribute of this
 package; use ``importlib.import_module("gankit.data.fetch")`` to reach the module itself.
@@ -34,6 +34,9 @@ _LAZY = {
     "CelebA": "gankit.data.celeba",
     "RaFDFolders": "gankit.data.celeba",
     "read_attributes": "gankit.data.celeba",
+    "PhotoCrops": "gankit.data.photos",
+    "shipped_photos": "gankit.data.photos",
+    "write_shipped_photos": "gankit.data.photos",
 }
 
 __all__ = [

@@ -176,6 +176,68 @@ _CELEBA_FILES = (
         manual="same Google Drive (or Baidu) share, folder Anno/ -> list_attr_celeba.txt"),
 )
 
+# Kodak Lossless True Color Image Suite: 24 photos, the standard test set of image compression.
+# Served as single PNGs (no archive) from the r0k.us copy the homepage links to. Checksums and
+# sizes: computed from the r0k.us copies mirrored in
+# MohamedBakrAli/Kodak-Lossless-True-Color-Image-Suite (PhotoCD_PCD0992/NN.png, uploaded by its
+# download script from r0k.us) and matching independent published SHA-256 lists for r0k.us (e.g. a
+# JPEG 2000 corpus sha256sum block and a KODAK_SHA256 table with sizes).
+KODAK_HOMEPAGE = "http://r0k.us/graphics/kodak/"
+_KODAK_BASE = "https://r0k.us/graphics/kodak/kodak/"
+_KODAK_FILES = {
+    "kodim01.png": (
+        736501, "a56e27cbf5f843c048b6af1d6e090760e9c92fadba88b7dee0205918a37523bd"),
+    "kodim02.png": (
+        617995, "4f4b74a79237e311d72cad958237b5f7088d8bce1c82305ebefe1a70e3022dfd"),
+    "kodim03.png": (
+        502888, "e25ca1ff2f0c0cb5fdfd5f9b0a0bb21ac4c3de3c84a67f35b09a85d3306249db"),
+    "kodim04.png": (
+        637432, "e3b946107c5d3441c022f678d0c3caf1e224d81b1604ba840a4f88e562de61aa"),
+    "kodim05.png": (
+        785610, "10349e963c5c813d327852f82c1795fa4148d69fedffc4c589bee458e3ac3d53"),
+    "kodim06.png": (
+        618959, "363510303b715d4cbc384e1ce227e466b613a09e1b71ae985882bf8e7fbd9b18"),
+    "kodim07.png": (
+        566322, "b77d3f006f42414bb242222e0482e750c0fb9e5ee8d4bed2f6f11c5605fe54a4"),
+    "kodim08.png": (
+        788470, "ba23983c76b4832ee0e8af0592664756841a16779acd69f792e268fb6d13d6e7"),
+    "kodim09.png": (
+        582899, "6a4361c2fc194feb4edaa9f9a4a0620fb9943e460ac7fdf037fb0f6dd6607a7d"),
+    "kodim10.png": (
+        593463, "9dfb70f5867c29ff9ed6313683f19b3d867849e40fbc0c4c54a4a89df341cf23"),
+    "kodim11.png": (
+        621023, "7936814b58b5387fce2e4e2488b4ec830dadd95fa9520f358ddb30990b50f2b6"),
+    "kodim12.png": (
+        531024, "d78c37c2f04f23761ed2367dd77e2db584ddd4c3950833fecf89f199a8126980"),
+    "kodim13.png": (
+        822712, "bc34a3ce58dea09dce1704c997171602de90cb34d0c8503a988b77f473d39b08"),
+    "kodim14.png": (
+        692201, "55a94550ff18f3246c4074fd32b77b0c74447c26b6ad274d564d999c0450ba6e"),
+    "kodim15.png": (
+        612582, "7538cbb80cb9103606c48b806eae57d56c885c7f90b9b3be70a41160f9cbb683"),
+    "kodim16.png": (
+        534247, "a89c7268ccd4718ba424a99fc4643c572cf692ca6eae887185ceb4e9f11d2e54"),
+    "kodim17.png": (
+        602078, "37afcc89fbdcb76d9518e04b2fc011027e2f4cd14b3b2f83cefd721641a47c5b"),
+    "kodim18.png": (
+        780947, "1a9258c365988961d87a0598725b609139c303ad48a5aad6c503c3b1a87849aa"),
+    "kodim19.png": (
+        671476, "b7450b264b1b0a411390d8931b112c27905a992520fc90569dc4b920aa32bbdc"),
+    "kodim20.png": (
+        492462, "3b46c71e3b92a563820ba32936be8330c586c41f938efd94be938386aae4328a"),
+    "kodim21.png": (
+        637051, "ac958597c82073f6bb65129c68f72b651db5b9efd82e11547d07350214bc268b"),
+    "kodim22.png": (
+        701970, "1cee58eb1f2d9c7ebb254d208a03c783ce6cf2c4d8c2cf45e235dd23b4ce1b29"),
+    "kodim23.png": (
+        557596, "e3111a2fd4da24af15d6459ef9eacfe54106b38e27b4a21821b75c3f5d2d5baf"),
+    "kodim24.png": (
+        706397, "1071c68372cc5a01435c2c225a5cf7d4bb803846ec08bb6b3d6721b156d7cb96"),
+}
+#: The six Kodak images stored upright, 512 wide x 768 high; the other 18 are 768 x 512.
+KODAK_PORTRAIT = ("kodim04.png", "kodim09.png", "kodim10.png", "kodim17.png", "kodim18.png",
+                  "kodim19.png")
+
 _IDX_REQUIRED = tuple(_MNIST_FILES)  # same four names for MNIST and Fashion-MNIST
 _CIFAR_DIR = "cifar-10-batches-py"
 _CYCLEGAN_SPLITS = ("trainA", "trainB", "testA", "testB")
@@ -261,6 +323,18 @@ def _build_registry() -> Mapping[str, DatasetSpec]:
             license="Non-commercial research and educational use only, under the CelebA "
                     "agreement on the homepage; cite Liu et al., ICCV 2015.",
             homepage=CELEBA_HOMEPAGE,
+        ),
+        DatasetSpec(
+            name="kodak",
+            description="Kodak Lossless True Color Image Suite, 24 RGB PNGs 768x512 / 512x768 "
+                        "(the standard image-compression test set)",
+            files=tuple(FileSpec(filename=fn, url=_KODAK_BASE + fn, sha256=sha, size=size)
+                        for fn, (size, sha) in _KODAK_FILES.items()),
+            layout="kodak",
+            required=tuple(_KODAK_FILES),
+            license="Released by the Eastman Kodak Company for unrestricted usage (as stated on "
+                    "the homepage)",
+            homepage=KODAK_HOMEPAGE,
         ),
     ]
     return types.MappingProxyType({s.name: s for s in specs})

@@ -19,6 +19,9 @@ meant to look like something, so that a tiny GAN trained for a minute visibly le
   attributes are visible: the hair colour (exactly one of black / blond / brown), ``Male`` (a
   beard and a wider face) and ``Young`` (smooth, vivid skin; otherwise forehead wrinkles and a
   faded, low-contrast image). ``No_Beard`` is ``not Male``; the other 34 are random.
+* ``kodak``: the 24 file names of the Kodak suite (``kodim01.png`` .. ``kodim24.png``) as RGB PNGs
+  at a quarter of the real size (192x128, the six portrait ones 128x192), each a random crop of
+  one of the scikit-image photos.
 
 Same seed and sizes give the same bytes (gzip and pickle headers carry no timestamps) on the
 same Pillow / scikit-image versions.
@@ -40,7 +43,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from gankit.data.fetch import check_layout
-from gankit.data.registry import DataError, get_spec
+from gankit.data.registry import KODAK_PORTRAIT, DataError, get_spec
 
 SYNTHETIC_MARKER = ".synthetic.json"
 # Bump when the generated content changes, so prepare() rebuilds old copies.
@@ -65,12 +68,16 @@ CELEBA_ATTRIBUTES = (
 CELEBA_HAIR_COLOURS = {"Black_Hair": (30, 25, 22), "Blond_Hair": (226, 194, 118),
                        "Brown_Hair": (116, 70, 36)}
 CELEBA_IMAGE_SIZE = (178, 218)  # (width, height) of the aligned & cropped CelebA images
+# (width, height) of the synthetic Kodak landscape images, a quarter of the real 768x512 so tests
+# stay fast; the portrait ones (registry.KODAK_PORTRAIT) are 128x192.
+KODAK_SMOKE_SIZE = (192, 128)
 
 # (n_train, n_test) per layout: big enough to train a toy GAN, small enough for < 1 s.
 # CelebA: n_train + n_test images in one folder; the test split is the official rule (first
 # images of the seeded shuffle, see gankit.data.celeba) with n_test instead of 1999.
+# Kodak: a fixed test set of 24 named images and no training split; these sizes cannot be changed.
 DEFAULT_SIZES = {"idx-gz": (600, 100), "cifar-python": (500, 100), "cyclegan": (24, 6),
-                 "celeba": (320, 80)}
+                 "celeba": (320, 80), "kodak": (0, 24)}
 
 
 # ------------------------------------------------------------------------------------- IDX
@@ -523,6 +530,29 @@ def _write_celeba(d: Path, rng: np.random.Generator, n: int) -> None:
                                             newline="\n")
 
 
+# ------------------------------------------------------------------------------------- Kodak
+def _write_kodak(d: Path, rng: np.random.Generator) -> None:
+    """The 24 ``kodimNN.png`` of the Kodak suite: RGB PNGs, 192x128 (portrait ones 128x192).
+
+    Image k is a random crop (aspect kept, 1x to as large as fits) of scikit-image photo
+    ``k % 8``, shrunk with Lanczos; the names are the registry's, so ``check_layout`` passes.
+    """
+    sources = _photo_sources(256)  # short side 256 >= 192: every crop fits either way round
+    for k, name in enumerate(get_spec("kodak").required):
+        width, height = KODAK_SMOKE_SIZE
+        if name in KODAK_PORTRAIT:
+            width, height = height, width
+        src = sources[k % len(sources)]
+        scale = rng.uniform(1.0, min(src.width / width, src.height / height))
+        crop_w = min(src.width, round(width * scale))
+        crop_h = min(src.height, round(height * scale))
+        x = int(rng.integers(0, src.width - crop_w + 1))
+        y = int(rng.integers(0, src.height - crop_h + 1))
+        img = src.crop((x, y, x + crop_w, y + crop_h)).resize((width, height),
+                                                               Image.Resampling.LANCZOS)
+        img.save(d / name, format="PNG")  # PNG carries no timestamp: same bytes on every run
+
+
 # ------------------------------------------------------------------------------------ public
 def synthetic_params(name: str, seed: int = 0, n_train: int | None = None,
                      n_test: int | None = None) -> dict:
@@ -531,10 +561,18 @@ def synthetic_params(name: str, seed: int = 0, n_train: int | None = None,
     if spec.layout not in DEFAULT_SIZES:
         raise DataError(f"no synthetic generator for {name!r} (layout {spec.layout!r})")
     d_train, d_test = DEFAULT_SIZES[spec.layout]
-    n_train = d_train if n_train is None else int(n_train)
-    n_test = d_test if n_test is None else int(n_test)
-    if n_train < 1 or n_test < 1:
-        raise ValueError("n_train and n_test must be at least 1")
+    if spec.layout == "kodak":
+        # A fixed set of named test images: a different count would not be the Kodak layout.
+        if n_train not in (None, d_train) or n_test not in (None, d_test):
+            raise ValueError(f"{name} is a fixed set of {d_test} test images (kodim01.png .. "
+                             f"kodim24.png) with no training split: leave n_train and n_test "
+                             f"unset, got n_train={n_train}, n_test={n_test}")
+        n_train, n_test = d_train, d_test
+    else:
+        n_train = d_train if n_train is None else int(n_train)
+        n_test = d_test if n_test is None else int(n_test)
+        if n_train < 1 or n_test < 1:
+            raise ValueError("n_train and n_test must be at least 1")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return {"dataset": name, "seed": seed, "n_train": n_train, "n_test": n_test,
@@ -558,8 +596,8 @@ def write_synthetic(name: str, root: str | os.PathLike, *, seed: int = 0,
     Parameters
     ----------
     name : str
-        ``mnist``, ``fashion_mnist``, ``cifar10``, a CycleGAN set (``horse2zebra``, ...) or
-        ``celeba``.
+        ``mnist``, ``fashion_mnist``, ``cifar10``, a CycleGAN set (``horse2zebra``, ...),
+        ``celeba`` or ``kodak``.
     root : path
         Parent directory; the dataset directory ``<root>/<name>`` is replaced atomically.
     seed : int
@@ -568,7 +606,8 @@ def write_synthetic(name: str, root: str | os.PathLike, *, seed: int = 0,
         Number of training / test examples (per domain for CycleGAN sets). Defaults: 600/100
         for the IDX sets, 500/100 for CIFAR-10, 24/6 for CycleGAN sets, 320/80 for CelebA (one
         folder of n_train + n_test faces; ``gankit.data.CelebA`` splits it by the official rule
-        with ``n_test`` test images, read from the copy's ``.synthetic.json``).
+        with ``n_test`` test images, read from the copy's ``.synthetic.json``). Kodak is always
+        its 24 named images at quarter size (``KODAK_SMOKE_SIZE``); leave both unset.
 
     Returns
     -------
@@ -591,8 +630,12 @@ def write_synthetic(name: str, root: str | os.PathLike, *, seed: int = 0,
             _write_cifar(tmp, rngs, params["n_train"], params["n_test"])
         elif layout == "celeba":
             _write_celeba(tmp, rngs[0], params["n_train"] + params["n_test"])
-        else:
+        elif layout == "kodak":
+            _write_kodak(tmp, rngs[0])
+        elif layout == "cyclegan":
             _write_cyclegan(tmp, name, rngs, params["n_train"], params["n_test"])
+        else:  # synthetic_params() already refused layouts missing from DEFAULT_SIZES
+            raise DataError(f"no synthetic generator for {name!r} (layout {layout!r})")
         (tmp / SYNTHETIC_MARKER).write_text(json.dumps(params, indent=1), encoding="utf-8")
         if target.exists():
             trash = root / f".{name}.old-{uuid.uuid4().hex}"

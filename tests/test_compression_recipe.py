@@ -1,0 +1,97 @@
+"""The compression recipe end to end on tiny nets: rd stage, GAN stage warm-started from it, CLI, resume."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from gankit.cli import main as gankit_main
+from gankit.codec import HEADER_BYTES, load_codec
+from gankit.data.photos import write_shipped_photos
+from gankit.models.compression import CompressionConfig
+from gankit.recipes.compression import train_compression
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    write_shipped_photos(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rd_run(photos, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rd")
+    trainer = train_compression({"lmbda": 0.01}, photos, run_dir, "cpu", smoke=True, progress=False)
+    return run_dir, trainer
+
+
+def _rows(run_dir):
+    with open(run_dir / "losses.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_rd_stage_trains_logs_and_writes_a_loadable_codec(rd_run, photos):
+    run_dir, trainer = rd_run
+    assert trainer.result.step == 6 and trainer.result.stopped_by is None
+    rows = _rows(run_dir)
+    assert {"loss", "mse", "bpp", "psnr"} <= set(rows[0])
+    for row in rows:  # the logged loss is the RD objective of its own parts
+        assert float(row["loss"]) == pytest.approx(0.01 * 255 ** 2 * float(row["mse"]) + float(row["bpp"]), rel=1e-4)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
+    codec = load_codec(run_dir / "checkpoints" / "last.pt")
+    assert (codec.model.N, codec.model.M, codec.lmbda) == (16, 16, 0.01)
+    image = torch.rand(3, 64, 64)
+    data = codec.compress(image)
+    assert codec.decompress(data).shape == (3, 64, 64) and len(data) > HEADER_BYTES
+
+
+def test_gan_stage_starts_from_the_rd_codec_and_trains_a_discriminator(rd_run, photos, tmp_path):
+    rd_dir, _ = rd_run
+    warm = rd_dir / "checkpoints" / "last.pt"
+    trainer = train_compression({"stage": "gan", "warm_start": str(warm), "lmbda": 0.01}, photos, tmp_path, "cpu",
+                                smoke=True, progress=False, max_steps=1)
+    rd_weights = torch.load(warm, weights_only=True)["models"]["codec"]
+    # after one step the codec moved away from, but started at, the rd weights (Adam's first step is ~lr)
+    name = "g_a.0.weight"
+    moved = (trainer.models["codec"].state_dict()[name].cpu() - rd_weights[name]).abs().max().item()
+    assert 0 < moved <= 1e-4 * 1.01
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert set(state["models"]) == {"codec", "D"}
+    assert {"adversarial", "D"} <= set(_rows(tmp_path)[0])
+
+
+def test_warm_start_errors_name_the_checkpoint_and_the_fix(rd_run, photos, tmp_path):
+    rd_dir, _ = rd_run
+    warm = str(rd_dir / "checkpoints" / "last.pt")
+    with pytest.raises(ValueError, match="is a hyperprior N=16 M=16 codec; this run builds factorized"):
+        train_compression({"stage": "gan", "warm_start": warm, "model": "factorized"}, photos, tmp_path, "cpu",
+                          smoke=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nope.pt: no such checkpoint; train stage rd first"):
+        train_compression({"stage": "gan", "warm_start": str(tmp_path / "nope.pt")}, photos, tmp_path, "cpu",
+                          smoke=True, progress=False)
+    with pytest.raises(ValueError, match="set warm_start"):
+        train_compression(CompressionConfig(stage="gan"), photos, tmp_path, "cpu", progress=False, max_steps=1)
+
+
+def test_resume_continues_where_the_run_stopped(photos, tmp_path):
+    first = train_compression({}, photos, tmp_path / "a", "cpu", smoke=True, progress=False, max_steps=3)
+    assert first.result.step == 3
+    resumed = train_compression({}, photos, tmp_path / "a", "cpu", smoke=True, progress=False)
+    straight = train_compression({}, photos, tmp_path / "b", "cpu", smoke=True, progress=False)
+    assert resumed.result.step == straight.result.step == 6
+    for (name, a), b in zip(resumed.models["codec"].state_dict().items(), straight.models["codec"].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_cli_trains_in_smoke_mode_and_rejects_bad_settings(photos, tmp_path, capsys):
+    assert gankit_main(["train", "compression", "--smoke", "--data", str(photos), "--run-dir", str(tmp_path / "run"),
+                        "--no-progress", "--set", "model=factorized"]) == 0
+    assert "gankit train compression: step 6" in capsys.readouterr().out
+    assert load_codec(tmp_path / "run" / "checkpoints" / "last.pt").kind == 0
+    assert gankit_main(["train", "compression", "--smoke", "--run-dir", str(tmp_path / "x"), "--set", "lmbda=-1"]) == 2
+    assert "lmbda" in capsys.readouterr().err
+    assert gankit_main(["train", "compression", "--smoke", "--data", str(photos), "--run-dir", str(tmp_path / "y"),
+                        "--set", "stage=gan", "--set", f"warm_start={tmp_path / 'missing.pt'}"]) == 2
+    assert "missing.pt: no such checkpoint" in capsys.readouterr().err
