@@ -95,3 +95,23 @@ def test_cli_trains_in_smoke_mode_and_rejects_bad_settings(photos, tmp_path, cap
     assert gankit_main(["train", "compression", "--smoke", "--data", str(photos), "--run-dir", str(tmp_path / "y"),
                         "--set", "stage=gan", "--set", f"warm_start={tmp_path / 'missing.pt'}"]) == 2
     assert "missing.pt: no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gan_stage_under_torchrun(tmp_path):
+    """Two CPU processes on gloo, as on a two-GPU server: codec and discriminator both DDP-wrapped."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", "29563", "-m", "gankit", "train",
+                           "compression", "--smoke", "--data-dir", str(tmp_path / "d"), "--data", "kodak",
+                           "--run-dir", str(tmp_path / "run"), "--no-progress", "--max-steps", "3",
+                           "--set", "stage=gan"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("gankit train compression: step 3") == 1, "only rank 0 reports"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and set(state["models"]) == {"codec", "D"}
+    assert len((tmp_path / "run" / "losses.csv").read_text().splitlines()) == 1 + 3
