@@ -111,6 +111,7 @@ class Codec:
         model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps training where it was
         self.model = model
         self.kind, self.lmbda, self.name = _KINDS[type(model)], float(lmbda), name
+        self.config: CompressionConfig | None = None  # the training recipe, when loaded from a checkpoint
         self.model_id = model_fingerprint(model)
         density = model.entropy_y if self.kind == 0 else model.entropy_z
         self.offsets, self.tables = factorized_tables(density)
@@ -290,7 +291,9 @@ def load_codec(checkpoint: str | os.PathLike) -> Codec:
     except (ValueError, TypeError, RuntimeError) as err:
         raise CodecError(f"{path}: its codec does not load with this gankit ({err})") from None
     stage = " GAN" if config.stage == "gan" else ""
-    return Codec(model, lmbda=config.lmbda, name=f"{config.model}{stage} lambda={config.lmbda:g}")
+    codec = Codec(model, lmbda=config.lmbda, name=f"{config.model}{stage} lambda={config.lmbda:g}")
+    codec.config = config
+    return codec
 
 
 def read_rgb_image(path: str | os.PathLike) -> torch.Tensor:

@@ -40,8 +40,13 @@ def test_rd_stage_trains_logs_and_writes_a_loadable_codec(rd_run, photos):
     for row in rows:  # the logged loss is the RD objective of its own parts
         assert float(row["loss"]) == pytest.approx(0.01 * 255 ** 2 * float(row["mse"]) + float(row["bpp"]), rel=1e-4)
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
+    import numpy as np
+    from PIL import Image
+    grid = np.asarray(Image.open(run_dir / "samples" / "step_000006.png"))
+    assert grid.min() < 40, "originals in [0, 1] must keep their darks in the grid (it maps [-1, 1])"
     codec = load_codec(run_dir / "checkpoints" / "last.pt")
     assert (codec.model.N, codec.model.M, codec.lmbda) == (16, 16, 0.01)
+    assert codec.config.stage == "rd" and codec.config.crop_size == 64
     image = torch.rand(3, 64, 64)
     data = codec.compress(image)
     assert codec.decompress(data).shape == (3, 64, 64) and len(data) > HEADER_BYTES
@@ -75,11 +80,17 @@ def test_warm_start_errors_name_the_checkpoint_and_the_fix(rd_run, photos, tmp_p
         train_compression(CompressionConfig(stage="gan"), photos, tmp_path, "cpu", progress=False, max_steps=1)
 
 
+def test_smoke_runs_take_max_steps(photos, tmp_path):
+    assert train_compression({}, photos, tmp_path, "cpu", smoke=True, progress=False, max_steps=9).result.step == 9
+
+
 def test_resume_continues_where_the_run_stopped(photos, tmp_path):
-    first = train_compression({}, photos, tmp_path / "a", "cpu", smoke=True, progress=False, max_steps=3)
+    tiny = {"N": 16, "M": 16, "crop_size": 64, "batch_size": 2, "steps": 6}  # the LR drops after step 4
+    kw = dict(device="cpu", progress=False, num_workers=0, crops_per_epoch=8)
+    first = train_compression(tiny, photos, tmp_path / "a", max_steps=3, **kw)  # stopped mid-way, as by Ctrl-C
     assert first.result.step == 3
-    resumed = train_compression({}, photos, tmp_path / "a", "cpu", smoke=True, progress=False)
-    straight = train_compression({}, photos, tmp_path / "b", "cpu", smoke=True, progress=False)
+    resumed = train_compression(tiny, photos, tmp_path / "a", **kw)
+    straight = train_compression(tiny, photos, tmp_path / "b", **kw)
     assert resumed.result.step == straight.result.step == 6
     for (name, a), b in zip(resumed.models["codec"].state_dict().items(), straight.models["codec"].state_dict().values()):
         assert torch.equal(a, b), name

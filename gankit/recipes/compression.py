@@ -25,7 +25,7 @@ from gankit.models.compression import (CompressionConfig, ConditionalPatchDiscri
                                        discriminator_loss, generative_codec_loss, rate_distortion_loss)
 from gankit.training import Trainer
 
-SMOKE = dict(N=16, M=16, crop_size=64, batch_size=2, steps=6)
+SMOKE = dict(N=16, M=16, crop_size=64, batch_size=2)  # and 6 steps unless max_steps says otherwise
 
 
 def load_warm_start(codec: torch.nn.Module, checkpoint: str | Path, config: CompressionConfig) -> None:
@@ -55,7 +55,7 @@ def train_compression(config: CompressionConfig | Mapping[str, Any] | None, data
     for the last 20% (both stages). ``precision`` defaults to fp32 (TF32 convolutions on Ampere+):
     on an H100, bf16 autocast made the hyperprior's step 0.82x as fast and moved one batch's rate
     by 20% (benchmarks/compression.py), so it is opt-in. The checkpoint's ``models["codec"]`` is what
-    ``gankit.codec.load_codec`` reads. ``smoke=True``: tiny nets, 64 px crops, 6 steps, no workers.
+    ``gankit.codec.load_codec`` reads. ``smoke=True``: tiny nets, 64 px crops, 6 steps (or ``max_steps``), no workers.
     """
     from gankit.data.photos import PhotoCrops
     from gankit.device import pick_device
@@ -64,8 +64,8 @@ def train_compression(config: CompressionConfig | Mapping[str, Any] | None, data
 
     config = config if isinstance(config, CompressionConfig) else CompressionConfig.from_dict(dict(config or {}))
     if smoke:
-        config = replace(config, **SMOKE)
-        max_steps, num_workers = max_steps or config.steps, 0
+        config = replace(config, **SMOKE, steps=max_steps or 6)
+        max_steps, num_workers = config.steps, 0
         sample_every, checkpoint_every, crops_per_epoch = min(sample_every, 3), min(checkpoint_every, 3), 8
     dist = init_distributed(device)
     device = dist.device if dist.world_size > 1 else pick_device(device)
@@ -99,7 +99,7 @@ def train_compression(config: CompressionConfig | Mapping[str, Any] | None, data
         with torch.no_grad():
             x_hat = codec(fixed)["x_hat"].clamp(0, 1)  # rounded latents: what a real file decodes to
         codec.train()
-        return torch.cat([fixed, x_hat])  # row 1: originals, row 2: reconstructions, in [0, 1]
+        return torch.cat([fixed, x_hat]) * 2 - 1  # row 1: originals, row 2: reconstructions; the grid takes [-1, 1]
 
     def rd_step(x: torch.Tensor) -> dict[str, float]:
         with trainer.autocast():
