@@ -13,7 +13,8 @@ Encoder and decoder must use bit-identical probabilities, so every table is quan
 taken from floats the network happens to produce: the factorized densities become integer counts
 (2^16 in total per channel) over a per-channel symbol range found by bisection of the cumulative,
 plus an escape symbol; the Gaussian scales are snapped to a fixed table of 64 log-spaced values.
-Coding runs on the CPU in float32, so a file decodes on any machine with the same checkpoint. An
+Coding runs on the CPU (the hyperprior's scales in float64), so a file decodes on any machine with
+the same checkpoint. An
 ANS stream has no redundancy: a damaged payload (or, in rare boundary cases, a machine whose float
 arithmetic picks a neighbouring scale index) decodes to garbage silently, so the header carries a
 CRC-32 of the latents and the decoder checks it and that every word was consumed.
@@ -115,6 +116,9 @@ class Codec:
         self.model_id = model_fingerprint(model)
         density = model.entropy_y if self.kind == 0 else model.entropy_z
         self.offsets, self.tables = factorized_tables(density)
+        # The decoder recomputes y's scales from z: in float64 a different CPU's kernels move them by
+        # ~1e-16, far less than the float32 differences that could flip a scale index at a boundary.
+        self._h_s64 = copy.deepcopy(model.h_s).double() if self.kind == 1 else None
 
     def _pad(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) -> (1, 3, H', W'), padded by edge replication to multiples of the downsampling."""
@@ -139,7 +143,7 @@ class Codec:
 
     @torch.no_grad()
     def _scales(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.h_s(z.float())
+        return self._h_s64(z.double())
 
     def compress(self, image: torch.Tensor) -> bytes:
         """Encode an image (3, H, W) in [0, 1] into the file format described in the module docstring."""
