@@ -23,6 +23,7 @@ import torch
 import gankit
 from gankit.models.compression import ScaleHyperpriorCodec, rate_distortion_loss
 from gankit.training import MixedPrecision
+from timing import steps_per_second  # benchmarks/timing.py, beside this script
 
 
 def train_throughput(device, precision: str, *, N: int, M: int, batch: int, size: int, steps: int, warmup: int):
@@ -39,18 +40,7 @@ def train_throughput(device, precision: str, *, N: int, M: int, batch: int, size
         amp.backward(loss, optimizer, clip_grad_norm=1.0)
         return loss
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    rate = steps * batch / (time.perf_counter() - start)
+    rate = batch * steps_per_second(step, device, steps=steps, warmup=warmup)
     gankit.seed_everything(1)  # the same noise for both precisions
     with torch.no_grad(), amp.autocast():
         loss, parts = rate_distortion_loss(x, codec.train()(x), 0.0130)

@@ -11,7 +11,6 @@ On a CPU "fast" means channels_last and, with --compile, inductor; autocast is l
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -19,6 +18,7 @@ import gankit
 from gankit.models.cyclegan import (CycleGANConfig, build_models, discriminator_loss,
                                     generator_loss, set_requires_grad)
 from gankit.training import MixedPrecision
+from timing import steps_per_second  # benchmarks/timing.py, beside this script
 
 
 def run(config, device, *, fast: bool, compile_generators: bool, steps: int, warmup: int, batch: int) -> float:
@@ -54,18 +54,7 @@ def run(config, device, *, fast: bool, compile_generators: bool, steps: int, war
                       + discriminator_loss(nets["D_B"], real_A, fakes["fake_A"]))
         amp.backward(loss_D, opt_D)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * batch / (time.perf_counter() - start)
+    return batch * steps_per_second(step, device, steps=steps, warmup=warmup)
 
 
 def main() -> None:

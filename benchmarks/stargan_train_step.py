@@ -13,7 +13,6 @@ On a CPU the fast path is only foreach Adam (channels_last slows the double back
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -21,6 +20,7 @@ import gankit
 from gankit.models.stargan import (StarGANConfig, build_models, discriminator_loss, generator_loss,
                                    random_target_labels)
 from gankit.training import MixedPrecision
+from timing import steps_per_second  # benchmarks/timing.py, beside this script
 
 
 def run(config, device, *, fast: bool, compile_generator: bool, steps: int, warmup: int) -> float:
@@ -55,18 +55,7 @@ def run(config, device, *, fast: bool, compile_generator: bool, steps: int, warm
             loss_G, _, _ = generator_loss(run_G, D, x, c_org, c_trg, config)
         amp.backward(loss_G, opt_G)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * B / (time.perf_counter() - start)
+    return B * steps_per_second(step, device, steps=steps, warmup=warmup)
 
 
 def main() -> None:

@@ -147,9 +147,8 @@ class Codec:
 
     def compress(self, image: torch.Tensor) -> bytes:
         """Encode an image (3, H, W) in [0, 1] into the file format described in the module docstring."""
-        _check_image(image)
+        latents = self.latents(image)  # checks the image first
         H, W = image.shape[1:]
-        latents = self.latents(image)
         words, escapes, R = _encode(self, latents)
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.kind, self.model_id, H, W, self.lmbda,
                               len(escapes), R, len(words), _crc(latents))
@@ -292,7 +291,7 @@ def load_codec(checkpoint: str | os.PathLike) -> Codec:
         config = CompressionConfig.from_dict(state.get("config") or {})
         model = build_codec(config)
         model.load_state_dict(models["codec"])
-    except (ValueError, TypeError, RuntimeError) as err:
+    except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as err:  # unknown keys, other shapes
         raise CodecError(f"{path}: its codec does not load with this gankit ({err})") from None
     stage = " GAN" if config.stage == "gan" else ""
     codec = Codec(model, lmbda=config.lmbda, name=f"{config.model}{stage} lambda={config.lmbda:g}")

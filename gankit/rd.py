@@ -563,20 +563,12 @@ def _load_codecs(paths: Sequence[str], name: str | None) -> list:
     ``name`` renames every codec (one curve through several lambdas). Without it, checkpoints that
     ``load_codec`` names alike (same model and lambda) get their path appended, so they stay apart.
     """
-    from gankit.codec import CodecError, load_codec
+    from gankit.codec import load_codec
 
-    codecs = []
-    for path in paths:
-        try:
-            codec = load_codec(path)
-        except CodecError:
-            raise
-        except Exception as err:  # a corrupt file or a config this gankit does not know
-            raise CodecError(f"{path}: cannot load this checkpoint ({type(err).__name__}: {err}); pass a "
-                             "checkpoint written by `gankit train compression`") from None
+    codecs = [load_codec(path) for path in paths]  # a bad file raises CodecError naming it
+    for codec in codecs:
         if name is not None:
             codec.name = name
-        codecs.append(codec)
     if name is None:  # e.g. an rd run and the gan run warm-started from it: same model and lambda
         keys = [(codec.name, codec.lmbda) for codec in codecs]
         for codec, path in zip(codecs, paths):

@@ -48,11 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "for the generative stage. Two GPUs: torchrun --nproc_per_node 2 -m gankit train compression ...")
     _common_arguments(compression, "compression", "horse2zebra", None,
                       "a CompressionConfig field, e.g. --set model=factorized --set lmbda=0.0067")
-    compression.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
-                             help="transforms' precision (likelihoods stay fp32); default fp32 (TF32 convolutions): "
-                             "bf16 was slower for this model on an H100 (benchmarks/compression.py)")
-    compression.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    compression.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    _gpu_arguments(compression, None, precision="fp32",
+                   precision_help="transforms' precision (likelihoods stay fp32); default fp32 (TF32 convolutions): "
+                   "bf16 was slower for this model on an H100 (benchmarks/compression.py)")
     compression.set_defaults(func=run_compression)
     return train
 
@@ -202,11 +200,14 @@ def _common_arguments(parser: argparse.ArgumentParser, recipe: str, data: str, c
                         help=f"override {set_example} (repeatable)")
 
 
-def _gpu_arguments(parser: argparse.ArgumentParser, compile_help: str) -> None:
-    """Options of the recipes built for two-GPU servers (mixed precision, compile, workers)."""
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="auto: bf16 on A100-class GPUs, fp16 + scaler on V100, fp32 on CPU")
-    parser.add_argument("--compile", action="store_true", help=compile_help)
+def _gpu_arguments(parser: argparse.ArgumentParser, compile_help: str | None, *, precision: str = "auto",
+                   precision_help: str = "auto: bf16 on A100-class GPUs, fp16 + scaler on V100, fp32 on CPU") -> None:
+    """Options of the recipes built for two-GPU servers (mixed precision, workers, and --compile
+    where ``compile_help`` says what it compiles)."""
+    parser.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
+                        help=precision_help)
+    if compile_help is not None:
+        parser.add_argument("--compile", action="store_true", help=compile_help)
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
 

@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from gankit.data.registry import DataError
-from gankit.data.unaligned import SPLIT_HINT, list_images
+from gankit.data.unaligned import SPLIT_HINT, WorkerRandom, list_images, load_rgb
 from gankit.io import atomic_write
 
 #: Photos in ``shipped_photos()`` decoded from JPEG files: they carry JPEG block and ringing
@@ -120,8 +118,7 @@ def write_shipped_photos(folder: str | os.PathLike) -> list[Path]:
 def _load_rgb_array(path: str, crop_size: int) -> np.ndarray:
     """Decode ``path`` as (H, W, 3) uint8 RGB, upscaled (bicubic) so that min(H, W) >= crop_size."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        img = load_rgb(path)
     except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
         raise DataError(f"{path} cannot be read as an image ({type(err).__name__}: {err}); "
                         "delete or replace it") from err
@@ -188,23 +185,10 @@ class PhotoCrops(Dataset):
         self.length = len(self.paths) if length is None else int(length)
         self.flip, self.seed, self.cache = bool(flip), seed, bool(cache)
         self._images: dict[int, np.ndarray] = {}  # image index -> decoded array, if cache
-        self._rng = random.Random(seed) if seed is not None else None
-        self._rng_owner: tuple[int, int] | None = None  # (worker id, worker seed) it was seeded for
+        self._random = WorkerRandom(seed)
 
     def __len__(self) -> int:
         return self.length
-
-    def _random(self) -> random.Random | Any:
-        """The generator to draw from in this process (see the module docstring)."""
-        if self._rng is None:
-            return random
-        worker = get_worker_info()
-        if worker is not None and self._rng_owner != (worker.id, worker.seed):
-            # Each worker holds a pickled copy of the same generator; give it its own stream,
-            # still a function of `seed` and the DataLoader's generator, hence reproducible.
-            self._rng.seed(f"{self.seed}/{worker.seed}")
-            self._rng_owner = (worker.id, worker.seed)
-        return self._rng
 
     def _image(self, k: int) -> np.ndarray:
         """Image ``k`` as (H, W, 3) uint8 with min(H, W) >= crop_size."""

@@ -43,6 +43,30 @@ SPLIT_HINT = ("expected the CycleGAN layout <root>/trainA, trainB, testA, testB;
               "gankit.data.prepare('horse2zebra', smoke=True) or `gankit data fetch horse2zebra`")
 
 
+class WorkerRandom:
+    """``rng = WorkerRandom(seed)()``: the generator a dataset draws from in this process.
+
+    ``seed=None``: Python's global ``random``. ``seed=int``: a private ``random.Random(seed)``,
+    re-seeded once per DataLoader worker from ``(seed, worker seed)`` (see the module docstring).
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed) if seed is not None else None
+        self._owner: tuple[int, int] | None = None  # (worker id, worker seed) it was seeded for
+
+    def __call__(self) -> random.Random | Any:
+        if self._rng is None:
+            return random
+        worker = get_worker_info()
+        if worker is not None and self._owner != (worker.id, worker.seed):
+            # Each worker holds a pickled copy of the same generator; give it its own stream,
+            # still a function of `seed` and the DataLoader's generator, hence reproducible.
+            self._rng.seed(f"{self.seed}/{worker.seed}")
+            self._owner = (worker.id, worker.seed)
+        return self._rng
+
+
 def list_images(folder: str | os.PathLike) -> list[str]:
     """Image files under ``folder`` and its subfolders, sorted; like the official ``make_dataset``.
 
@@ -176,23 +200,10 @@ class UnalignedImageFolders(Dataset):
         self.split, self.seed = split, seed
         self.dir_A, self.dir_B = self.root / f"{split}A", self.root / f"{split}B"
         self.A_paths, self.B_paths = list_images(self.dir_A), list_images(self.dir_B)
-        self._rng = random.Random(seed) if seed is not None else None
-        self._rng_owner: tuple[int, int] | None = None  # (worker id, worker seed) it was seeded for
+        self._random = WorkerRandom(seed)
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
-
-    def _random(self) -> random.Random | Any:
-        """The generator to draw from in this process (see the module docstring)."""
-        if self._rng is None:
-            return random
-        worker = get_worker_info()
-        if worker is not None and self._rng_owner != (worker.id, worker.seed):
-            # Each worker holds a pickled copy of the same generator; give it its own stream,
-            # still a function of `seed` and the DataLoader's generator, hence reproducible.
-            self._rng.seed(f"{self.seed}/{worker.seed}")
-            self._rng_owner = (worker.id, worker.seed)
-        return self._rng
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self._random()
