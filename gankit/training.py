@@ -5,7 +5,12 @@ hands both to :class:`Trainer`, which owns the boring parts: the run directory, 
 resumable checkpoints, mixed precision, the progress bar, ``losses.csv``, sample grids and a
 clean stop on Ctrl-C / SIGTERM. Run directory layout::
 
-    run_dir/config.json  losses.csv  checkpoints/{step_000500.pt, last.pt}  samples/step_000500.png
+    run_dir/config.json  losses.csv  status.json  checkpoints/{step_000500.pt, last.pt}  samples/step_000500.png
+
+``status.json`` (rewritten atomically every few seconds) says how far the run is: its state
+(running, finished, stopped, aborted, failed), step of total, the latest losses, the speed and an
+ETA. ``gankit runs`` and :func:`gankit.runs.show_run` read it, so a run can be watched from
+another shell or a notebook without touching the process.
 
 Resuming is exact: a run stopped at step k and resumed gives bit-identical weights on CPU to a
 run that never stopped (tests/test_training.py checks it), because the checkpoint holds every RNG
@@ -30,6 +35,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -147,6 +153,8 @@ class Trainer:
         Also write scalars to ``run_dir/tensorboard`` when ``torch.utils.tensorboard`` imports.
     extra_state : dict of str -> object with ``state_dict()`` / ``load_state_dict()``, optional
         Checkpointed too (per process under DDP), e.g. CycleGAN's pools of past fakes.
+    status_every_s : float
+        Rewrite ``status.json`` at most this often (and always at the start and the end).
     """
 
     def __init__(self, run_dir: str | os.PathLike, models: Mapping[str, nn.Module],
@@ -154,7 +162,7 @@ class Trainer:
                  precision: str = "auto", schedulers: Mapping[str, Any] | None = None,
                  scheduler_interval: str = "epoch", config: Any = None, keep_last: int = 3,
                  channels_last: bool = False, progress: bool = True, tensorboard: bool = True,
-                 extra_state: Mapping[str, Any] | None = None) -> None:
+                 extra_state: Mapping[str, Any] | None = None, status_every_s: float = 5.0) -> None:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.run_dir = Path(run_dir)
@@ -168,6 +176,7 @@ class Trainer:
         self.progress, self.tensorboard = progress, tensorboard
         self.checkpoint_dir, self.samples_dir = self.run_dir / "checkpoints", self.run_dir / "samples"
         self.csv_path = self.run_dir / "losses.csv"
+        self.status_path, self.status_every_s = self.run_dir / "status.json", status_every_s
         self.step = self.epoch = self.batch_in_epoch = 0  # completed steps; batches done in this epoch
         self._saved_step: int | None = None
         self._stop_signal: str | None = None
@@ -310,12 +319,17 @@ class Trainer:
                             worker_init_fn=_ignore_stop_signals if num_workers else None)
         totals = [t for t in (max_steps, epochs and epochs * batches.num_batches) if t is not None]
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-        bar = tqdm(total=min(totals), initial=self.step, disable=not (self.progress and main), dynamic_ncols=True,
+        total_steps = min(totals)
+        speed = _Speed(self.step)
+        if main:
+            self._write_status("running", total_steps, {}, speed)
+        bar = tqdm(total=total_steps, initial=self.step, disable=not (self.progress and main), dynamic_ncols=True,
                    mininterval=0.1 if interactive else 30.0, desc=self.run_dir.name)
         writer, csv_file = (self._open_tensorboard(), self._open_csv()) if main else (None, None)
         previous = self._install_handlers()
         for model in self.models.values():
             model.train()
+        losses: dict[str, float] = {}
         try:
             while not ((max_steps is not None and self.step >= max_steps)
                        or (epochs is not None and self.epoch >= epochs)):
@@ -333,6 +347,8 @@ class Trainer:
                             scheduler.step()
                     if self.step % log_every == 0 and main:
                         self._log(losses, csv_file, writer)
+                    if main and speed.seconds_since_status() >= self.status_every_s:
+                        self._write_status("running", total_steps, losses, speed)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
                     bar.update(1)
                     if stop_on_nan and not all(math.isfinite(v) for v in losses.values()):
@@ -357,6 +373,12 @@ class Trainer:
                     break
             if self._saved_step != self.step:
                 self.save_checkpoint()
+        except BaseException as err:
+            if main:  # the run folder says how it ended even when the traceback scrolls away
+                state = "aborted" if isinstance(err, KeyboardInterrupt) else "failed"
+                self._write_status(state, total_steps, losses, speed,
+                                   error=f"{type(err).__name__}: {err}")
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -366,6 +388,9 @@ class Trainer:
             if writer is not None:
                 writer.close()
         last = self.checkpoint_dir / "last.pt"
+        if main:
+            self._write_status("stopped" if self._stop_signal else "finished", total_steps,
+                               losses, speed)
         self.result = FitResult(self.step, self.epoch, self._stop_signal, last if last.exists() else None,
                                 self.run_dir)
         return self.result
@@ -438,6 +463,22 @@ class Trainer:
             for key, value in losses.items():
                 writer.add_scalar(key, value, self.step)
 
+    def _write_status(self, state: str, total_steps: int, losses: Mapping[str, float], speed: "_Speed",
+                      error: str | None = None) -> None:
+        """Rewrite ``status.json``: what ``gankit runs`` shows without asking the process."""
+        rate = speed.steps_per_second(self.step)
+        samples = sorted(self.samples_dir.glob("step_*.png")) if self.samples_dir.is_dir() else []
+        status = {
+            "state": state, "step": self.step, "total_steps": total_steps, "epoch": self.epoch,
+            "losses": dict(losses), "steps_per_second": rate,
+            "eta_s": (total_steps - self.step) / rate if rate and state == "running" else None,
+            "checkpoint_step": self._saved_step, "latest_sample": samples[-1].name if samples else None,
+            "pid": os.getpid(), "updated": time.time(), "error": error,
+        }
+        with contextlib.suppress(OSError):  # a full disk must not kill the run over a status file
+            atomic_write_text(self.status_path, json.dumps(status, indent=1) + "\n")
+        speed.status_written()
+
     def _open_tensorboard(self):
         if not self.tensorboard:
             return None
@@ -479,6 +520,25 @@ class Trainer:
             moved = [self._to_device(b) for b in batch]
             return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
         return batch
+
+
+class _Speed:
+    """Steps per second since this ``fit`` call started (not since the run began: a resumed run
+    must not count the steps it loaded as if they took no time)."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_step, self.started = first_step, time.monotonic()
+        self.last_status = float("-inf")
+
+    def steps_per_second(self, step: int) -> float | None:
+        elapsed = time.monotonic() - self.started
+        return (step - self.first_step) / elapsed if step > self.first_step and elapsed > 0 else None
+
+    def seconds_since_status(self) -> float:
+        return time.monotonic() - self.last_status
+
+    def status_written(self) -> None:
+        self.last_status = time.monotonic()
 
 
 class _EpochBatches(Sampler):

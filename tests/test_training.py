@@ -121,6 +121,8 @@ def test_sigterm_finishes_the_step_saves_and_returns(straight, tmp_path):
         signal.signal(signal.SIGTERM, previous)
     assert result.stopped_by == "SIGTERM" and result.step == 5 and calls == [0, 1, 2, 3, 4]
     assert (tmp_path / "checkpoints" / "step_000005.pt").exists()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["step"], status["total_steps"], status["checkpoint_step"]) == ("stopped", 5, 8, 5)
     assert torch.load(result.checkpoint, weights_only=True)["step"] == 5
     trainer, model, opt, step = build(tmp_path)
     assert trainer.fit(DATASET, step, max_steps=TOTAL, **FIT).stopped_by is None
@@ -146,6 +148,32 @@ def test_run_directory_layout(tmp_path):
     rows = csv_rows(tmp_path)
     assert rows[0] == ["step", "epoch", "loss", "x_mean"] and len(rows) == 6
     assert all(np.isfinite(float(r[2])) for r in rows[1:])
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["step"], status["total_steps"], status["epoch"]) == ("finished", 5, 5, 1)
+    assert status["losses"]["loss"] == pytest.approx(float(rows[-1][2]))
+    assert status["latest_sample"] == "step_000004.png" and status["eta_s"] is None
+    assert status["steps_per_second"] > 0 and status["pid"] == os.getpid()
+
+
+def test_status_while_running_and_after_a_crash(tmp_path):
+    trainer, _, _, step = build(tmp_path, status_every_s=0.0)  # rewritten after every step
+    seen = []
+
+    def step_then_read(batch):
+        if trainer.step == 3:
+            raise RuntimeError("CUDA out of memory (pretend)")
+        losses = step(batch)
+        seen.append(json.loads((tmp_path / "status.json").read_text()))
+        return losses
+
+    with pytest.raises(RuntimeError, match="pretend"):
+        trainer.fit(DATASET, step_then_read, max_steps=TOTAL, **FIT)
+    # status.json is written after the step that read it: the reader sees the previous step
+    assert [s["step"] for s in seen] == [0, 1, 2] and all(s["state"] == "running" for s in seen)
+    assert seen[2]["eta_s"] == pytest.approx((TOTAL - 2) / seen[2]["steps_per_second"])
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "failed" and status["step"] == 3
+    assert status["error"] == "RuntimeError: CUDA out of memory (pretend)"
 
 
 def test_no_resume_starts_over(tmp_path):
