@@ -1,4 +1,5 @@
-"""The `gankit` command: doctor, data, train, translate, compress, decompress. `gankit --help` lists everything."""
+"""The `gankit` command: doctor, data, train, runs, translate, compress, decompress, fid, rd.
+`gankit --help` lists everything."""
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     fid.set_defaults(func=run_fid)
     from gankit.data.cli import add_parser as add_data
     add_data(sub)
-    from gankit.train_cli import add_codec_parsers, add_parser as add_train, add_translate_parser
+    from gankit.train_cli import add_codec_parsers, add_parser as add_train, add_runs_parser, add_translate_parser
     add_train(sub)
+    add_runs_parser(sub)
     add_translate_parser(sub)
     add_codec_parsers(sub)
     from gankit.rd import add_rd_parser
@@ -48,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # checks a --background command before detaching it
+    if args.command == "train" and getattr(args, "background", False):
+        from gankit.train_cli import start_in_background
+        return start_in_background(argv[argv.index("train") + 1:])
     return int(args.func(args) or 0)
 
 

@@ -198,6 +198,11 @@ def _common_arguments(parser: argparse.ArgumentParser, recipe: str, data: str, c
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override {set_example} (repeatable)")
+    parser.add_argument("--background", action="store_true",
+                        help="detach: keeps training after the terminal, SSH session or Jupyter kernel closes; "
+                        "logs to RUN_DIR/train.log; `gankit runs` lists runs, `gankit runs --attach ID` follows one")
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="with --background: run on N GPUs through torchrun (DDP)")
 
 
 def _gpu_arguments(parser: argparse.ArgumentParser, compile_help: str | None, *, precision: str = "auto",
@@ -210,6 +215,63 @@ def _gpu_arguments(parser: argparse.ArgumentParser, compile_help: str | None, *,
         parser.add_argument("--compile", action="store_true", help=compile_help)
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+
+
+def start_in_background(argv: list[str]) -> int:
+    """``gankit train ... --background``: the same command, detached; print how to follow it."""
+    from gankit.runs import RunError, start
+
+    args = [a for a in argv if a != "--background"]
+    nproc = 1
+    for i, arg in enumerate(args):
+        if arg == "--nproc-per-node" or arg.startswith("--nproc-per-node="):
+            value = arg.split("=", 1)[1] if "=" in arg else args[i + 1]
+            nproc = int(value)
+            del args[i: i + (1 if "=" in arg else 2)]
+            break
+    try:
+        run = start(args, nproc_per_node=nproc)
+    except RunError as err:
+        print(f"gankit train: {err}", file=sys.stderr)
+        return 2
+    print(f"gankit train: started run {run.id} in the background (pid {run.record['supervisor']['pid']}), "
+          f"logging to {run.log}\n  gankit runs                 lists runs with their step, ETA and losses"
+          f"\n  gankit runs --attach {run.id}   follows it (Ctrl-C detaches; the run goes on)"
+          f"\n  gankit runs --stop {run.id}     saves a checkpoint and stops it")
+    return 0
+
+
+def add_runs_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``gankit runs``: background runs, their state, step, ETA and last losses."""
+    parser = subparsers.add_parser("runs", help="list background training runs; attach to, stop or resume one")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--attach", metavar="ID", help="follow a run's log until it ends (Ctrl-C detaches)")
+    action.add_argument("--stop", metavar="ID", help="stop a run after its current step (a checkpoint is saved)")
+    action.add_argument("--resume", metavar="ID", help="start a stopped, failed or died run again from its "
+                        "last checkpoint, in the background")
+    parser.set_defaults(func=run_runs_command)
+
+
+def run_runs_command(args: argparse.Namespace) -> int:
+    from gankit import runs
+
+    try:
+        if args.attach:
+            return runs.attach(args.attach)
+        if args.stop:
+            run = runs.find(args.stop)
+            run.stop()
+            print(f"gankit runs: asked run {run.id} to stop; it saves a checkpoint after its current step")
+        elif args.resume:
+            run = runs.resume(args.resume)
+            print(f"gankit runs: resumed run {run.id} in the background; `gankit runs --attach {run.id}` follows it")
+        else:
+            found = runs.list_runs()
+            print(runs.format_table(found) if found else f"no background runs yet (index: {runs.runs_index()})")
+    except runs.RunError as err:
+        print(f"gankit runs: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _finish(recipe: str, result) -> int:
