@@ -2,7 +2,8 @@
 
 Facts are gathered in one place (`gather`) and judged by a pure function (`diagnose`), so every
 verdict is tested with faked facts: no GPU, an architecture the installed torch build was not
-compiled for (a V100 with a CUDA-13 build), a missing dataset, an unwritable exchange.
+compiled for (a V100 with a CUDA-13 build), a missing dataset, an unwritable exchange, little
+memory, no bubblewrap (TAs' sandboxed grading), no nbgrader JupyterLab extension.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,9 @@ class Facts:
     datasets: dict[str, str] = field(default_factory=dict)   # name -> "verified" | "missing" | problem
     exchange: Path | None = None
     free_disk_gib: float | None = None
+    free_memory_gib: float | None = None
+    bubblewrap: str | None = None     # "ok", "missing", or why `bwrap` cannot make a sandbox here
+    nbgrader_lab: bool | None = None  # nbgrader's JupyterLab extension (assignment list) installed
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,30 @@ def diagnose(facts: Facts) -> list[Finding]:
                                     "students cannot submit (ask the admin: chmod 1777)"))
         else:
             findings.append(Finding("ok", f"nbgrader exchange {facts.exchange} is writable"))
-    if facts.free_disk_gib is not None and facts.free_disk_gib < 10:
-        findings.append(Finding("warn", f"only {facts.free_disk_gib:.1f} GiB free disk for data and checkpoints"))
+    if facts.free_disk_gib is not None:
+        if facts.free_disk_gib < 10:
+            findings.append(Finding("warn", f"only {facts.free_disk_gib:.1f} GiB free disk for data and checkpoints"))
+        else:
+            findings.append(Finding("ok", f"{facts.free_disk_gib:.0f} GiB free disk"))
+    if facts.free_memory_gib is not None:
+        if facts.free_memory_gib < 8:
+            findings.append(Finding("warn", f"only {facts.free_memory_gib:.1f} GiB of memory available: "
+                                    "use fewer DataLoader workers (--workers 2) or a smaller batch"))
+        else:
+            findings.append(Finding("ok", f"{facts.free_memory_gib:.0f} GiB of memory available"))
+    if facts.nbgrader_lab is False:
+        findings.append(Finding("error", "nbgrader's JupyterLab extension is missing: no Assignment List to "
+                                "fetch and submit (`make setup` installs it with nbgrader)"))
+    elif facts.nbgrader_lab:
+        findings.append(Finding("ok", "nbgrader's JupyterLab extension (Assignment List, Validate) is installed"))
+    if facts.bubblewrap == "missing":
+        findings.append(Finding("warn", "bubblewrap is not installed: TAs cannot grade in a sandbox "
+                                "(`apt-get install bubblewrap`; students do not need it)"))
+    elif facts.bubblewrap not in (None, "ok"):
+        findings.append(Finding("warn", f"bubblewrap cannot make a sandbox here: {facts.bubblewrap} (unprivileged "
+                                "user namespaces may be off: sysctl kernel.unprivileged_userns_clone=1)"))
+    elif facts.bubblewrap == "ok":
+        findings.append(Finding("ok", "bubblewrap makes sandboxes (for grading)"))
     return findings
 
 
@@ -137,7 +164,33 @@ def gather(datasets: tuple[str, ...] = ("mnist",)) -> Facts:
         pass
     probe = facts.data_root if facts.data_root and facts.data_root.exists() else Path.home()
     facts.free_disk_gib = shutil.disk_usage(probe).free / 2**30
+    facts.free_memory_gib = _available_memory_gib()
+    facts.bubblewrap = _bubblewrap_state()
+    facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()
     return facts
+
+
+def _available_memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _bubblewrap_state() -> str:
+    """"ok" when ``bwrap`` runs a command in a fresh namespace, else "missing" or its error."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "missing"
+    try:
+        result = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+                                capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as err:
+        return str(err)
+    return "ok" if result.returncode == 0 else (result.stderr.strip() or f"exit {result.returncode}")
 
 
 def _driver_version() -> str | None:

@@ -72,5 +72,34 @@ def test_gather_and_render_on_this_machine(monkeypatch, tmp_path):
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path))
     facts = doctor.gather()
     assert facts.data_root == Path(tmp_path) and facts.datasets == {"mnist": "missing"}
+    assert facts.free_memory_gib > 0 and facts.bubblewrap is not None
+    assert facts.nbgrader_lab, "make setup installs nbgrader's lab extension into the venv"
     text = doctor.render(diagnose(facts))
     assert text.splitlines()[0].startswith("  ok Python")
+
+
+def test_little_memory_no_bubblewrap_and_no_lab_extension():
+    findings = diagnose(_facts(free_memory_gib=3.5, free_disk_gib=4.0, bubblewrap="missing", nbgrader_lab=False))
+    warnings = _levels(findings, "warn")
+    assert any("3.5 GiB of memory" in m and "--workers" in m for m in warnings)
+    assert any("4.0 GiB free disk" in m for m in warnings)
+    assert any("apt-get install bubblewrap" in m for m in warnings)
+    assert any("Assignment List" in m for m in _levels(findings, "error"))
+
+
+def test_bubblewrap_without_user_namespaces_says_why():
+    findings = diagnose(_facts(bubblewrap="bwrap: No permissions to creating new namespace"))
+    assert any("No permissions" in m and "unprivileged_userns_clone" in m for m in _levels(findings, "warn"))
+    ready = diagnose(_facts(gpus=[GPU(0, "NVIDIA A100-SXM4-40GB", (8, 0), 40.0)], bubblewrap="ok",
+                            nbgrader_lab=True, free_memory_gib=64.0, free_disk_gib=500.0))
+    assert not _levels(ready, "warn") and not _levels(ready, "error")
+    assert any("makes sandboxes" in m for m in _levels(ready, "ok"))
+
+
+def test_bubblewrap_probe_reports_missing_and_failing_bwrap(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert doctor._bubblewrap_state() == "missing"
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    assert doctor._bubblewrap_state() == "bwrap: setting up uid map: Permission denied"
