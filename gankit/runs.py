@@ -180,6 +180,17 @@ def start(train_args: list[str], run_dir: str | os.PathLike | None = None, *, np
     return run
 
 
+def start_or_attach(train_args: list[str], run_dir: str | os.PathLike | None = None, **kwargs: Any) -> Run:
+    """For notebooks: the run in that folder if it is going or finished (started before this
+    kernel restarted, say), else start it; a stopped or died run resumes from its last checkpoint."""
+    folder = Path(run_dir or _option(train_args, "--run-dir") or f"runs/{train_args[0]}").expanduser().resolve()
+    if (folder / "background.json").is_file():
+        run = find(str(folder))
+        if run.state in ("starting", "running", "finished"):
+            return run
+    return start(train_args, folder, **kwargs)
+
+
 def resume(run_id: str) -> Run:
     """Start a stopped, failed or died run again with its own command: it goes on from its last checkpoint."""
     run = find(run_id)

@@ -6,6 +6,7 @@ mode on the CPU (synthetic data, a few training steps) with every path pointed i
 from __future__ import annotations
 
 import ast
+import json
 import time
 from pathlib import Path
 
@@ -64,9 +65,10 @@ def test_notebook_has_one_plain_parameters_cell(path):
 
 @pytest.mark.slow
 @by_notebook
-def test_notebook_runs_headless_in_smoke_mode(path, tmp_path):
+def test_notebook_runs_headless_in_smoke_mode(path, tmp_path, monkeypatch):
     import papermill  # a dependency of the kit: missing is a failure, not a skip
     runs = tmp_path / "runs"
+    monkeypatch.setenv("GANKIT_RUNS", str(tmp_path / "runs-index"))  # the kernel inherits it
     out = tmp_path / f"{path.stem}.out.ipynb"
     start = time.monotonic()
     papermill.execute_notebook(
@@ -82,6 +84,12 @@ def test_notebook_runs_headless_in_smoke_mode(path, tmp_path):
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
+    # the "Overnight" section started a background run (smoke: seconds) and waited for it
+    background = json.loads((runs / "background-smoke" / "background.json").read_text())
+    status = json.loads((runs / "background-smoke" / "status.json").read_text())
+    assert background["returncode"] == 0 and status["state"] == "finished" and status["step"] > 0, \
+        (runs / "background-smoke" / "train.log").read_text()
+    assert [p.stem for p in (tmp_path / "runs-index").iterdir()] == ["background-smoke"]
     checkpoints = sorted(runs.rglob("checkpoints/last.pt"))
     assert checkpoints, f"no checkpoints/last.pt under {runs}: the training cell did not save a checkpoint"
     for checkpoint in checkpoints:

@@ -225,3 +225,10 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_stops_cleanly(tmp_path,
     with open(run_dir / "losses.csv", newline="") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle)]
     assert steps == list(range(1, 49)), "each step logged once across the kill and both resumes"
+
+
+def test_start_or_attach_finds_a_live_or_finished_run_instead_of_starting_another(tmp_path, index):
+    live = fake_run(tmp_path, "live", None, me(), {"state": "running"})
+    assert runs.start_or_attach(["cyclegan", "--run-dir", str(tmp_path / "live")]).id == live.id
+    done = fake_run(tmp_path, "done", 0, None, {"state": "finished"})
+    assert runs.start_or_attach(["cyclegan"], tmp_path / "done").state == done.state == "finished"
