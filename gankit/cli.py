@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     if args.command == "train" and getattr(args, "background", False):
         from gankit.train_cli import start_in_background
         return start_in_background(argv[argv.index("train") + 1:])
+    if args.command == "train" and args.nproc_per_node > 1:
+        print("gankit train: --nproc-per-node goes with --background; in the foreground use "
+              "torchrun --nproc_per_node N -m gankit train ...", file=sys.stderr)
+        return 2
     return int(args.func(args) or 0)
 
 

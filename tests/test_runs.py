@@ -232,3 +232,20 @@ def test_start_or_attach_finds_a_live_or_finished_run_instead_of_starting_anothe
     assert runs.start_or_attach(["cyclegan", "--run-dir", str(tmp_path / "live")]).id == live.id
     done = fake_run(tmp_path, "done", 0, None, {"state": "finished"})
     assert runs.start_or_attach(["cyclegan"], tmp_path / "done").state == done.state == "finished"
+
+
+def test_cli_background_passes_the_command_on(monkeypatch, capsys, tmp_path):
+    from gankit import cli
+
+    started = []
+
+    def fake_start(args, nproc_per_node=1):
+        started.append((args, nproc_per_node))
+        return runs.Run("h2z", tmp_path, {"supervisor": {"pid": 4242}}, {})
+
+    monkeypatch.setattr(runs, "start", fake_start)
+    assert cli.main(["train", "cyclegan", "--smoke", "--background", "--nproc-per-node", "2", "--set", "ngf=8"]) == 0
+    assert started == [(["cyclegan", "--smoke", "--set", "ngf=8"], 2)]
+    assert "gankit runs --attach h2z" in capsys.readouterr().out
+    assert cli.main(["train", "cyclegan", "--nproc-per-node", "2"]) == 2, "only with --background"
+    assert "torchrun" in capsys.readouterr().err
