@@ -209,6 +209,8 @@ def _supervise(run_dir: Path) -> int:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     log.write(f"=== gankit {stamp} on {platform.node()}: {' '.join(record['command'])}\n".encode())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if env.get("MPLBACKEND", "").startswith("module://"):  # a kernel's inline backend: no display here
+        env["MPLBACKEND"] = "Agg"
     child = subprocess.Popen(record["command"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              cwd=record["cwd"], env=env)
     stop_requested = []
