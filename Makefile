@@ -11,6 +11,9 @@ CONSTRAINTS ?= constraints.txt
 TORCH_INDEX ?=
 ASSIGNMENT ?= week01_gan_foundations
 PYTEST_ARGS ?=
+# `make lab`: whose server (student or instructor), and more options for it (e.g. --student ID --port N).
+ROLE ?= student
+LAB_ARGS ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
@@ -22,12 +25,12 @@ export MPLBACKEND ?= Agg
 PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
-.PHONY: help setup demo test test-fast data syllabus doctor generate release collect autograde \
-        feedback grades bench strip lock clean clean-all
+.PHONY: help setup demo test test-fast test-browser lab data syllabus doctor generate release collect \
+        autograde feedback grades bench strip lock clean clean-all
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: ASSIGNMENT=$(ASSIGNMENT)  PYTHON=$(PYTHON)  TORCH_INDEX=<wheel index for torch>  CONSTRAINTS=$(CONSTRAINTS)"
+	@echo "  Variables: ASSIGNMENT=$(ASSIGNMENT)  ROLE=$(ROLE)  PYTHON=$(PYTHON)  TORCH_INDEX=<wheel index for torch>  CONSTRAINTS=$(CONSTRAINTS)"
 
 setup: $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
 
@@ -50,13 +53,20 @@ test: setup ## Run the whole test suite (what CI runs)
 test-fast: setup ## Tests without notebook execution and the end-to-end grading runs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+test-browser: setup ## Only the browser test: a student submits week 1 in JupyterLab (headless Chromium)
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$status
+
+lab: setup ## JupyterLab with the course built in: ROLE=student (assignments, validate) or ROLE=instructor (+ formgrader)
+	$(BIN)/python -m grading.lab --role $(ROLE) $(LAB_ARGS)
+
 data: setup ## Build the embedded (synthetic) datasets under the runtime folder
 	$(BIN)/python -m grading data
 
 syllabus: setup ## Regenerate course/SYLLABUS.md from course/course.yml
 	$(BIN)/python -m grading syllabus
 
-doctor: setup ## Check this machine: GPU, driver, torch build, data, exchange
+doctor: setup ## Check this machine: GPU, driver, torch build, disk, memory, data, exchange, bubblewrap
 	$(BIN)/gankit doctor
 
 generate: setup ## Instructor: build the student version of ASSIGNMENT from assignments/

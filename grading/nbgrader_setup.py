@@ -55,18 +55,37 @@ def configure_autograde(c, grading: Grading, parameters: dict) -> None:
     c.InjectGradingParameters.parameters = parameters
 
 
+def configure_exchange(c, course: Course) -> None:
+    """What students and instructors share: the course id and where the exchange lives."""
+    c.CourseDirectory.course_id = course.course_id
+    c.Exchange.root = str(course.exchange_dir)
+    c.Exchange.timezone = course.timezone
+
+
+def configure_student(c, course: Course, student_id: str | None = None) -> None:
+    """A student's server (course/server/student/): fetch, validate and submit, nothing else.
+
+    No course root and no gradebook: fetched assignments land in the server's notebook folder
+    (nbgrader's ``Exchange.assignment_dir``, "." by default). ``student_id`` names the submission;
+    without it nbgrader uses the login name (``nbgrader.utils.get_username``).
+    """
+    configure_exchange(c, course)
+    # Validate runs each cell under the grader's limit, not nbgrader's 30 s, so it agrees with autograde.
+    c.Execute.timeout = course.grading.cell_timeout_s
+    if student_id:
+        c.CourseDirectory.student_id = student_id
+
+
 def configure(c, course: Course) -> None:
     """Fill a traitlets Config ``c`` for every nbgrader app of this course."""
     ensure_runtime_layout(course)
-    c.CourseDirectory.course_id = course.course_id
+    configure_exchange(c, course)
     c.CourseDirectory.root = str(course.runtime_dir)
     c.CourseDirectory.db_url = f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
-    c.Exchange.root = str(course.exchange_dir)
-    c.Exchange.timezone = course.timezone
     configure_autograde(c, course.grading, grading_parameters(course))
     c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
     c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
     c.CourseLatePolicy.max_days = course.late_policy.max_days
-    # Student-side validate runs the same parameters so "Validate" agrees with the grader.
+    # What generate_assignment leaves in each solution region of the student version.
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

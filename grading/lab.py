@@ -1,0 +1,135 @@
+"""`make lab`: JupyterLab with the course built in, for a student or an instructor.
+
+A role is a folder of Jupyter configuration, ``course/server/<role>/``, put on
+``JUPYTER_CONFIG_PATH``; every course fact in it comes from course.yml through
+grading/nbgrader_setup.py:
+
+* ``student``: the assignment list (fetch, submit) and Validate against the course's exchange; no
+  formgrader, no course list, no create-assignment toolbar. The notebook folder is the student's
+  own, ``<runtime>/students/<student id>`` (where ``make demo``'s class works too), and fetched
+  assignments land in it.
+* ``instructor``: all of nbgrader's extensions, the formgrader included, serving the course
+  runtime folder (the formgrader wants the course root inside the server's notebook folder).
+
+    python -m grading.lab [--role student|instructor] [--student ID] [--port N] [jupyter lab args]
+
+On a class server (one JupyterLab per student, e.g. JupyterHub), start each student's server the
+same way, or set ``JUPYTER_CONFIG_PATH=<repo>/course/server/student`` in its environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from grading.course import REPO_ROOT, Course, CourseError, load_course
+from grading.nbgrader_setup import ensure_runtime_layout
+
+SERVER_CONFIG = REPO_ROOT / "course" / "server"
+ROLES = ("student", "instructor")
+
+
+def default_student_id() -> str:
+    """The id nbgrader itself would submit under: the login name (JupyterHub's user for jovyan)."""
+    from nbgrader.utils import get_username
+
+    return get_username()
+
+
+def notebook_root(course: Course, role: str, student_id: str) -> Path:
+    """The folder the server shows: the student's own, or the instructor's course root."""
+    if role == "instructor":
+        return course.runtime_dir
+    return course.runtime_dir / "students" / student_id
+
+
+def lab_command(course: Course, role: str, *, student_id: str | None = None, root: Path | None = None,
+                ip: str = "127.0.0.1", port: int | None = None, token: str | None = None,
+                extra_args: tuple[str, ...] = ()) -> tuple[list[str], dict, Path]:
+    """The command line, environment and notebook folder of one role's JupyterLab.
+
+    Parameters
+    ----------
+    course : Course
+        The course (``load_course()``); its runtime folder is passed on to the server.
+    role : str
+        ``student`` or ``instructor``.
+    student_id : str, optional
+        The id submissions are recorded under; default: the login name, as nbgrader does.
+    root : Path, optional
+        Notebook folder; default: ``notebook_root(course, role, student_id)``.
+    ip, port, token : optional
+        Where the server listens (loopback by default) and its login token (default: Jupyter's,
+        a random one printed in the log).
+    extra_args : tuple of str
+        Passed to ``jupyter lab`` as they are (e.g. ``--no-browser``).
+
+    Returns
+    -------
+    (argv, env, root)
+        Ready for ``subprocess.Popen(argv, env=env, cwd=root)`` or ``os.execve``.
+    """
+    if role not in ROLES:
+        raise CourseError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    student_id = student_id or default_student_id()
+    root = Path(root) if root is not None else notebook_root(course, role, student_id)
+    env = dict(os.environ)
+    # The role's folder comes first, ahead of anything the caller already had there.
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        p for p in (str(SERVER_CONFIG / role), os.environ.get("JUPYTER_CONFIG_PATH", "")) if p)
+    # The config files in course/server/ load course.yml again; they must see this runtime folder.
+    env["GANKIT_COURSE_RUNTIME"] = str(course.runtime_dir)
+    if role == "student":
+        env["GANKIT_STUDENT_ID"] = student_id
+    # The Makefile's headless MPLBACKEND=Agg would hide every plot; kernels pick the inline backend.
+    env.pop("MPLBACKEND", None)
+    # Kernels and nbgrader's own `alembic` call must come from this interpreter's environment.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", f"--ServerApp.ip={ip}"]
+    if port is not None:
+        argv += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    if token is not None:
+        argv.append(f"--IdentityProvider.token={token}")
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses it otherwise
+    argv += list(extra_args)
+    return argv, env, root
+
+
+def prepare_root(course: Course, role: str, root: Path) -> None:
+    """Create what the server expects to exist: the course runtime layout, the student's folder."""
+    if role == "instructor":
+        ensure_runtime_layout(course)
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grading.lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--role", choices=ROLES, default="student")
+    parser.add_argument("--student", default=None, help="student id (default: your login name, as nbgrader uses it)")
+    parser.add_argument("--root", default=None, help="notebook folder (default: see above)")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=None)
+    args, extra = parser.parse_known_args(argv)
+    try:
+        course = load_course()
+        command, env, root = lab_command(course, args.role, student_id=args.student, root=args.root,
+                                         ip=args.ip, port=args.port, extra_args=tuple(extra))
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    prepare_root(course, args.role, root)
+    who = f"student {env['GANKIT_STUDENT_ID']}" if args.role == "student" else "instructor"
+    print(f"JupyterLab for the {who} of {course.course_id}\n  notebooks: {root}\n"
+          f"  exchange:  {course.exchange_dir}\n  config:    {SERVER_CONFIG / args.role}", flush=True)
+    if args.role == "student" and not (course.exchange_dir / course.course_id / "outbound").is_dir():
+        print("  (nothing released yet: `make generate release` as the instructor first)", flush=True)
+    os.chdir(root)  # nbgrader's extensions also read an nbgrader_config.py in the working folder
+    os.execve(sys.executable, command, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
