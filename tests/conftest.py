@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never touch the network or the repository's own runtime/ folder."""
+"""Shared fixtures. Tests never touch the network or the repository's own course runtime (they
+grade in temporary folders); the browser test only leaves its screenshots in runtime/test-output/."""
 from __future__ import annotations
 
 import os
