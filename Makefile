@@ -11,6 +11,8 @@ CONSTRAINTS ?= constraints.txt
 TORCH_INDEX ?=
 ASSIGNMENT ?= week01_gan_foundations
 PYTEST_ARGS ?=
+# `make autograde`: options of `gankit grade` (--workers N, --gpus all|none|0,1, --scheduler ADDR, --student ID, --force).
+GRADE_ARGS ?=
 # `make lab`: whose server (student or instructor), and more options for it (e.g. --student ID --port N).
 ROLE ?= student
 LAB_ARGS ?=
@@ -78,8 +80,8 @@ release: setup ## Instructor: release ASSIGNMENT to the exchange
 collect: setup ## Instructor: collect submissions of ASSIGNMENT from the exchange
 	$(BIN)/python -m grading collect $(ASSIGNMENT)
 
-autograde: setup ## TA: autograde collected submissions of ASSIGNMENT headless (papermill parameters injected)
-	$(BIN)/python -m grading autograde $(ASSIGNMENT)
+autograde: setup ## TA: grade every collected submission of ASSIGNMENT in parallel, resumable (GRADE_ARGS="--workers 4 --gpus 0,1")
+	$(BIN)/gankit grade $(ASSIGNMENT) $(GRADE_ARGS)
 
 feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
 	$(BIN)/python -m grading feedback $(ASSIGNMENT)

@@ -1,4 +1,4 @@
-"""The `gankit` command: doctor, data, train, runs, translate, compress, decompress, fid, rd.
+"""The `gankit` command: doctor, data, train, runs, translate, compress, decompress, fid, rd, grade.
 `gankit --help` lists everything."""
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_codec_parsers(sub)
     from gankit.rd import add_rd_parser
     add_rd_parser(sub)
+    grade = sub.add_parser("grade", help="TA: grade every collected submission of an assignment in parallel "
+                           "(one GPU per job, resumable; Dask with --scheduler)")
+
+    def run_grade(args):
+        from grading.batch import run_command
+        return run_command(args)
+
+    from grading.batch import add_arguments
+    add_arguments(grade)
+    grade.set_defaults(func=run_grade)
     return parser
 
 

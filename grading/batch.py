@@ -1,0 +1,368 @@
+"""`gankit grade ASSIGNMENT`: grade a class in parallel, one GPU per job, resumable.
+
+nbgrader autogrades one notebook after another and writes the gradebook from inside the run. Here
+a coordinator hands out one job per collected submission and alone writes what comes back:
+
+* A job (:func:`grade_submission`) grades one submission in a private scratch course: a copy of
+  that submission, a snapshot of the gradebook and our usual nbgrader configuration, with
+  ``CUDA_VISIBLE_DEVICES`` set to the job's GPU. It runs nbgrader's own ``autograde`` there and
+  returns the result as data (scores, comments, late penalty, the autograded files), so it can run
+  in a local worker or on another server through Dask, and never touches the real gradebook.
+* The coordinator (:func:`record`) puts the autograded files in place, then writes the student's
+  scores and a row of ``gankit_graded`` in one transaction. That row is the commit point: killing
+  the batch at any moment and running it again loses no grade and grades nothing twice, because a
+  submission is skipped when a row says it was graded at the same submission timestamp.
+
+Workers: ``--workers N`` (default one per GPU, else one per core), ``--gpus all|none|0,1``;
+``--scheduler ADDRESS`` sends the same jobs to a Dask cluster whose workers were started with a
+``GPU=1`` resource each, so one job holds one GPU (README, "Grading on several servers").
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import queue
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grading.course import REPO_ROOT, Course, CourseError, load_course
+from grading.nbgrader_setup import ensure_runtime_layout
+
+LEDGER = "gankit_graded"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One submission to grade; plain data, so it travels to a Dask worker."""
+
+    assignment: str
+    student: str
+    submitted_at: str          # timestamp.txt as collected: what "already graded" compares
+    submission_dir: Path       # <runtime>/submitted/<student>/<assignment>
+    snapshot: Path             # a copy of the gradebook taken when the batch started
+    wall_limit_s: float
+    gpu: str | None = None     # set by the local pool; under Dask the worker's own environment
+
+
+@dataclass
+class Result:
+    """What a job sends back to the coordinator."""
+
+    assignment: str
+    student: str
+    submitted_at: str
+    status: str                # "graded" or "failed"
+    reason: str = ""
+    duration_s: float = 0.0
+    gpu: str | None = None
+    host: str = ""
+    notebooks: dict = field(default_factory=dict)  # name -> {"grades": {id: [auto, needs_manual]},
+    #                                                "comments": {id: text}, "late_penalty": float|None}
+    files: dict = field(default_factory=dict)      # path relative to autograded/<s>/<a> -> bytes
+
+
+# --- a job ---------------------------------------------------------------------------------------
+def grade_submission(job: Job) -> Result:
+    """Autograde one submission in a scratch course and return its scores as data."""
+    started = time.monotonic()
+    gpu = job.gpu if job.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+    result = Result(job.assignment, job.student, job.submitted_at, "failed", gpu=gpu, host=platform.node())
+    scratch = Path(tempfile.mkdtemp(prefix=f"gankit-grade-{job.student}-"))
+    try:
+        shutil.copytree(job.submission_dir, scratch / "submitted" / job.student / job.assignment, symlinks=True)
+        shutil.copy2(job.snapshot, scratch / "gradebook.db")
+        env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(scratch), "MPLBACKEND": "Agg",
+               "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+               "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if job.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
+        command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force"]
+        try:
+            run = subprocess.run(command, cwd=REPO_ROOT / "course", env=env, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL, timeout=job.wall_limit_s)
+        except subprocess.TimeoutExpired:
+            result.reason = f"grading took longer than {job.wall_limit_s:.0f} s and was stopped"
+            return result
+        log = run.stdout + run.stderr
+        autograded = scratch / "autograded" / job.student / job.assignment
+        if run.returncode != 0 or "There was an error processing" in log or not autograded.is_dir():
+            errors = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
+            result.reason = (errors[-1] if errors else f"nbgrader exit {run.returncode}").strip()[:500]
+            return result
+        result.notebooks = _scores(scratch / "gradebook.db", job)
+        result.files = {str(p.relative_to(autograded)): p.read_bytes() for p in sorted(autograded.rglob("*"))
+                        if p.is_file()}
+        result.status = "graded"
+        return result
+    finally:
+        result.duration_s = time.monotonic() - started
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scores(db: Path, job: Job) -> dict:
+    from nbgrader.api import Gradebook
+
+    notebooks = {}
+    with Gradebook(f"sqlite:///{db}") as gb:
+        submission = gb.find_submission(job.assignment, job.student)
+        for notebook in submission.notebooks:
+            notebooks[notebook.name] = {
+                "grades": {g.name: [g.auto_score, bool(g.needs_manual_grade)] for g in notebook.grades},
+                "comments": {c.name: c.auto_comment for c in notebook.comments},
+                "late_penalty": notebook.late_submission_penalty,
+            }
+    return notebooks
+
+
+# --- the coordinator -----------------------------------------------------------------------------
+def gradebook_url(course: Course) -> str:
+    return f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
+
+
+def _ledger_table():
+    from sqlalchemy import Column, Float, MetaData, String, Table, Text
+
+    return Table(LEDGER, MetaData(),
+                 Column("assignment", String(128), primary_key=True), Column("student", String(128), primary_key=True),
+                 Column("submitted_at", String(64)), Column("status", String(16)), Column("reason", Text),
+                 Column("duration_s", Float), Column("gpu", String(64)), Column("host", String(128)),
+                 Column("graded_at", String(64)))
+
+
+def ledger(course: Course, assignment: str) -> dict[str, dict]:
+    """{student: the last grading of their submission} (status, submitted_at, gpu, duration_s, ...)."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy import select
+
+    table = _ledger_table()
+    with Gradebook(gradebook_url(course), course.course_id) as gb:
+        table.create(gb.db.get_bind(), checkfirst=True)
+        rows = gb.db.execute(select(table).where(table.c.assignment == assignment)).mappings().all()
+    return {row["student"]: dict(row) for row in rows}
+
+
+def record(course: Course, result: Result) -> None:
+    """Write one result: the autograded folder first, then scores and the ledger row in one commit."""
+    from nbgrader.api import Gradebook
+    from nbgrader.utils import parse_utc
+    from sqlalchemy import delete, insert
+    from sqlalchemy.exc import SAWarning
+
+    if result.status == "graded":
+        _replace_folder(course.runtime_dir / "autograded" / result.student / result.assignment, result.files)
+    table = _ledger_table()
+    with Gradebook(gradebook_url(course), course.course_id) as gb:
+        table.create(gb.db.get_bind(), checkfirst=True)
+        if result.status == "graded":
+            # Creates the submission's rows if they are new (nbgrader commits that on its own; a
+            # kill right after leaves no ledger row, so the rerun grades the student again).
+            gb.update_or_create_student(result.student)
+            stamp = {"timestamp": parse_utc(result.submitted_at)} if result.submitted_at else {}
+            with warnings.catch_warnings():  # nbgrader's add_submission trips SQLAlchemy's autoflush notice
+                warnings.filterwarnings("ignore", message=".*not in session", category=SAWarning)
+                gb.update_or_create_submission(result.assignment, result.student, **stamp)
+            for name, scores in result.notebooks.items():
+                for grade_id, (auto_score, needs_manual) in scores["grades"].items():
+                    grade = gb.find_grade(grade_id, name, result.assignment, result.student)
+                    grade.auto_score, grade.needs_manual_grade = auto_score, needs_manual
+                for comment_id, text in scores["comments"].items():
+                    gb.find_comment(comment_id, name, result.assignment, result.student).auto_comment = text
+                notebook = gb.find_submission_notebook(name, result.assignment, result.student)
+                notebook.late_submission_penalty = scores["late_penalty"]
+        gb.db.execute(delete(table).where((table.c.assignment == result.assignment)
+                                          & (table.c.student == result.student)))
+        gb.db.execute(insert(table).values(
+            assignment=result.assignment, student=result.student, submitted_at=result.submitted_at,
+            status=result.status, reason=result.reason, duration_s=result.duration_s, gpu=result.gpu,
+            host=result.host, graded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+        gb.db.commit()
+
+
+def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
+    """Write the files into a new folder beside ``target``, then swap it in by renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    for relative, data in files.items():
+        path = fresh / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
+              force: bool = False) -> tuple[list[Job], list[str]]:
+    """Collected submissions still to grade, and the students skipped as already graded."""
+    submitted = course.runtime_dir / "submitted"
+    done = ledger(course, assignment)
+    jobs, skipped = [], []
+    for folder in sorted(submitted.glob(f"*/{assignment}")) if submitted.is_dir() else []:
+        name = folder.parent.name
+        if not folder.is_dir() or (student is not None and name != student):
+            continue
+        stamp_file = folder / "timestamp.txt"
+        stamp = stamp_file.read_text().strip() if stamp_file.is_file() else ""
+        previous = done.get(name)
+        if not force and previous and previous["status"] == "graded" and previous["submitted_at"] == stamp:
+            skipped.append(name)
+            continue
+        wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
+        jobs.append(Job(assignment, name, stamp, folder, snapshot, wall))
+    if student is not None and not jobs and student not in skipped:
+        raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
+    return jobs, skipped
+
+
+def _snapshot(course: Course) -> Path:
+    """A consistent copy of the gradebook (SQLite's backup API) for the jobs to read."""
+    folder = course.runtime_dir / "grading"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"gradebook-snapshot-{os.getpid()}.db"
+    with sqlite3.connect(course.runtime_dir / "gradebook.db") as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    return target
+
+
+def visible_gpus() -> list[str]:
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch, a broken driver: grade on the CPU
+        return []
+
+
+def parse_gpus(spec: str) -> list[str]:
+    """``all`` (every visible GPU), ``none``, or a list such as ``0,1``."""
+    if spec == "all":
+        return visible_gpus()
+    if spec == "none":
+        return []
+    ids = [part.strip() for part in spec.split(",") if part.strip()]
+    if not ids or not all(part.isdigit() for part in ids):
+        raise CourseError(f"--gpus takes all, none or GPU numbers such as 0,1; got {spec!r}")
+    return ids
+
+
+def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: str = "all",
+          scheduler: str | None = None, student: str | None = None, force: bool = False,
+          progress: bool = True) -> dict[str, Result]:
+    """Grade every collected submission of ``assignment`` not graded yet; return the new results."""
+    from tqdm.auto import tqdm
+
+    course.week_of(assignment)  # a clear error for an unknown assignment
+    ensure_runtime_layout(course)
+    if not (course.runtime_dir / "gradebook.db").is_file():
+        raise CourseError(f"no gradebook in {course.runtime_dir}: generate, release and collect {assignment} first")
+    snapshot = _snapshot(course)
+    results: dict[str, Result] = {}
+    try:
+        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force)
+        if skipped:
+            print(f"gankit grade: {len(skipped)} submission(s) already graded at the same timestamp "
+                  f"(--force regrades): {', '.join(skipped)}", file=sys.stderr)
+        if not jobs:
+            return results
+        bar = tqdm(total=len(jobs), desc=f"grading {assignment}", unit="nb", disable=not progress,
+                   dynamic_ncols=True)
+        failed = 0
+        for result in _run(jobs, workers=workers, gpus=gpus, scheduler=scheduler):
+            record(course, result)
+            results[result.student] = result
+            failed += result.status != "graded"
+            bar.set_postfix(done=len(results) - failed, failed=failed, left=len(jobs) - len(results), refresh=False)
+            bar.update(1)
+            if result.status != "graded":
+                bar.write(f"gankit grade: {result.student}: {result.reason}")
+        bar.close()
+    finally:
+        snapshot.unlink(missing_ok=True)
+    return results
+
+
+def _run(jobs: list[Job], *, workers: int | None, gpus: str, scheduler: str | None):
+    """Yield results as jobs finish: on a Dask cluster, or in a local pool pinned to GPUs."""
+    if scheduler:
+        yield from _run_on_dask(jobs, scheduler, gpus)
+        return
+    gpus = parse_gpus(gpus)
+    workers = workers or len(gpus) or os.cpu_count() or 1
+    slots: queue.Queue = queue.Queue()
+    for i in range(workers):  # round-robin: with more workers than GPUs, GPUs are shared
+        slots.put(gpus[i % len(gpus)] if gpus else "")
+
+    def on_a_slot(job: Job) -> Result:
+        slot = slots.get()
+        try:
+            return grade_submission(Job(**{**job.__dict__, "gpu": slot}))
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(on_a_slot, job) for job in jobs]):
+            yield future.result()
+
+
+def _run_on_dask(jobs: list[Job], scheduler: str, gpus: str):
+    """Each job holds one ``GPU`` resource when the workers offer it (``dask worker --resources
+    GPU=1``, one worker per GPU with its own CUDA_VISIBLE_DEVICES); it runs on the worker's GPU."""
+    from dask.distributed import Client, as_completed as dask_completed
+
+    with Client(scheduler) as client:
+        offered = [w.get("resources", {}) for w in client.scheduler_info()["workers"].values()]
+        use_gpus = gpus != "none" and any("GPU" in r for r in offered)
+        if gpus != "none" and not use_gpus:
+            print(f"gankit grade: no worker of {scheduler} offers a GPU resource: grading on their CPUs",
+                  file=sys.stderr)
+        futures = [client.submit(grade_submission, job if use_gpus else Job(**{**job.__dict__, "gpu": ""}),
+                                 key=f"grade-{job.assignment}-{job.student}-{time.time_ns()}",
+                                 resources={"GPU": 1} if use_gpus else None, pure=False) for job in jobs]
+        for future in dask_completed(futures):
+            yield future.result()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gankit grade", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("assignment", help="the assignment id, e.g. week01_gan_foundations")
+    parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per GPU, else one per core)")
+    parser.add_argument("--gpus", default="all", help="all (default), none, or GPU numbers such as 0,1")
+    parser.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:8786): grade on its workers")
+    parser.add_argument("--student", default=None, help="grade only this student")
+    parser.add_argument("--force", action="store_true", help="regrade submissions already graded at the same timestamp")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        course = load_course()
+        results = grade(course, args.assignment, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
+                        student=args.student, force=args.force, progress=args.progress)
+    except CourseError as err:
+        print(f"gankit grade: {err}", file=sys.stderr)
+        return 2
+    failed = sorted(r.student for r in results.values() if r.status != "graded")
+    print(f"gankit grade: {len(results) - len(failed)} graded, {len(failed)} failed"
+          + (f" ({', '.join(failed)}: see above)" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
