@@ -52,6 +52,7 @@ class Job:
     snapshot: Path             # a copy of the gradebook taken when the batch started
     wall_limit_s: float
     gpu: str | None = None     # set by the local pool; under Dask the worker's own environment
+    sandbox: bool = True       # the kernel in bubblewrap (grading/sandbox.py)
 
 
 @dataclass
@@ -87,6 +88,11 @@ def grade_submission(job: Job) -> Result:
         if job.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
         command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force"]
+        if job.sandbox:
+            (scratch / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
+            command += ["--GradingExecute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
+                        f"--SandboxedKernelManager.gpu={gpu or ''}",
+                        f"--SandboxedKernelManager.writable={scratch / 'data'}"]
         try:
             run = subprocess.run(command, cwd=REPO_ROOT / "course", env=env, capture_output=True, text=True,
                                  stdin=subprocess.DEVNULL, timeout=job.wall_limit_s)
@@ -204,7 +210,7 @@ def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
 
 
 def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
-              force: bool = False) -> tuple[list[Job], list[str]]:
+              force: bool = False, sandbox: bool = True) -> tuple[list[Job], list[str]]:
     """Collected submissions still to grade, and the students skipped as already graded."""
     submitted = course.runtime_dir / "submitted"
     done = ledger(course, assignment)
@@ -220,7 +226,7 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
             skipped.append(name)
             continue
         wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
-        jobs.append(Job(assignment, name, stamp, folder, snapshot, wall))
+        jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -258,18 +264,29 @@ def parse_gpus(spec: str) -> list[str]:
 
 def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: str = "all",
           scheduler: str | None = None, student: str | None = None, force: bool = False,
-          progress: bool = True) -> dict[str, Result]:
-    """Grade every collected submission of ``assignment`` not graded yet; return the new results."""
+          progress: bool = True, sandbox: bool = True) -> dict[str, Result]:
+    """Grade every collected submission of ``assignment`` not graded yet; return the new results.
+
+    ``sandbox=False`` runs student code with the grader's own rights; otherwise a missing or
+    unusable bubblewrap is an error that says how to install it.
+    """
     from tqdm.auto import tqdm
 
+    from grading.sandbox import SandboxError, check_sandbox
+
     course.week_of(assignment)  # a clear error for an unknown assignment
+    if sandbox:
+        try:
+            check_sandbox()
+        except SandboxError as err:
+            raise CourseError(f"refusing to run students' code unsandboxed: {err}") from None
     ensure_runtime_layout(course)
     if not (course.runtime_dir / "gradebook.db").is_file():
         raise CourseError(f"no gradebook in {course.runtime_dir}: generate, release and collect {assignment} first")
     snapshot = _snapshot(course)
     results: dict[str, Result] = {}
     try:
-        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force)
+        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force, sandbox=sandbox)
         if skipped:
             print(f"gankit grade: {len(skipped)} submission(s) already graded at the same timestamp "
                   f"(--force regrades): {', '.join(skipped)}", file=sys.stderr)
@@ -348,13 +365,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", default=None, help="grade only this student")
     parser.add_argument("--force", action="store_true", help="regrade submissions already graded at the same timestamp")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                        help="run student code with your own rights, without bubblewrap (only for code you trust)")
 
 
 def run_command(args: argparse.Namespace) -> int:
     try:
         course = load_course()
         results = grade(course, args.assignment, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
-                        student=args.student, force=args.force, progress=args.progress)
+                        student=args.student, force=args.force, progress=args.progress, sandbox=args.sandbox)
     except CourseError as err:
         print(f"gankit grade: {err}", file=sys.stderr)
         return 2
