@@ -13,6 +13,8 @@ ASSIGNMENT ?= week01_gan_foundations
 PYTEST_ARGS ?=
 # `make autograde`: options of `gankit grade` (--workers N, --gpus all|none|0,1, --scheduler ADDR, --student ID, --force).
 GRADE_ARGS ?=
+# `make zip_collect`: the archives downloaded from the LMS.
+ARCHIVES ?=
 # `make lab`: whose server (student or instructor), and more options for it (e.g. --student ID --port N).
 ROLE ?= student
 LAB_ARGS ?=
@@ -28,7 +30,7 @@ PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
 .PHONY: help setup demo test test-fast test-browser lab data syllabus doctor generate release collect \
-        autograde feedback grades bench strip lock clean clean-all
+        zip_collect autograde feedback grades bench strip lock clean clean-all
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +81,9 @@ release: setup ## Instructor: release ASSIGNMENT to the exchange
 
 collect: setup ## Instructor: collect submissions of ASSIGNMENT from the exchange
 	$(BIN)/python -m grading collect $(ASSIGNMENT)
+
+zip_collect: setup ## Instructor: collect ASSIGNMENT from LMS archives (ARCHIVES="submissions.zip ...")
+	$(BIN)/python -m grading zip_collect $(ASSIGNMENT) $(ARCHIVES)
 
 autograde: setup ## TA: grade every collected submission of ASSIGNMENT in parallel, resumable (GRADE_ARGS="--workers 4 --gpus 0,1")
 	$(BIN)/gankit grade $(ASSIGNMENT) $(GRADE_ARGS)

@@ -19,6 +19,11 @@ def main(argv=None) -> int:
     sub.add_parser("syllabus", help="write course/SYLLABUS.md from course.yml")
     for name in ("generate", "release", "collect", "feedback"):
         sub.add_parser(name).add_argument("assignment")
+    zc = sub.add_parser("zip_collect", help="collect submissions downloaded from an LMS (Canvas/Moodle archives)")
+    zc.add_argument("assignment")
+    zc.add_argument("archives", nargs="+", type=Path)
+    zc.add_argument("--pattern", default=None, help="regex for a file name with (?P<student_id>...) and "
+                    "(?P<file_id>...) [(?P<timestamp>...)]; default <student id>_<anything>_<notebook>.ipynb")
     auto = sub.add_parser("autograde", help="autograde collected submissions headless")
     auto.add_argument("assignment")
     auto.add_argument("--student", default=None)
@@ -47,9 +52,17 @@ def main(argv=None) -> int:
         elif args.command == "generate":
             print("student version in", pipeline.generate(course, args.assignment))
         elif args.command == "release":
+            from grading import intake
+            intake.check_exchange(course)
             pipeline.release(course, args.assignment)
         elif args.command == "collect":
-            pipeline.collect(course, args.assignment)
+            from grading import intake
+            for student, stamp in intake.collect(course, args.assignment).items():
+                print(student, stamp or "-")
+        elif args.command == "zip_collect":
+            from grading import intake
+            students = intake.zip_collect(course, args.assignment, args.archives, pattern=args.pattern)
+            print(f"collected {len(students)}: {', '.join(students)}")
         elif args.command == "autograde":
             pipeline.autograde(course, args.assignment, args.student)
         elif args.command == "feedback":

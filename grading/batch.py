@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import os
 import platform
 import queue
@@ -53,6 +54,7 @@ class Job:
     wall_limit_s: float
     gpu: str | None = None     # set by the local pool; under Dask the worker's own environment
     sandbox: bool = True       # the kernel in bubblewrap (grading/sandbox.py)
+    course_file: Path = REPO_ROOT / "course" / "course.yml"
 
 
 @dataclass
@@ -83,6 +85,7 @@ def grade_submission(job: Job) -> Result:
         shutil.copytree(job.submission_dir, scratch / "submitted" / job.student / job.assignment, symlinks=True)
         shutil.copy2(job.snapshot, scratch / "gradebook.db")
         env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(scratch), "MPLBACKEND": "Agg",
+               "GANKIT_COURSE_FILE": str(job.course_file),
                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if job.gpu is not None:
@@ -173,7 +176,7 @@ def record(course: Course, result: Result) -> None:
             # Creates the submission's rows if they are new (nbgrader commits that on its own; a
             # kill right after leaves no ledger row, so the rerun grades the student again).
             gb.update_or_create_student(result.student)
-            stamp = {"timestamp": parse_utc(result.submitted_at)} if result.submitted_at else {}
+            stamp = {} if result.submitted_at.startswith("sha256:") else {"timestamp": parse_utc(result.submitted_at)}
             with warnings.catch_warnings():  # nbgrader's add_submission trips SQLAlchemy's autoflush notice
                 warnings.filterwarnings("ignore", message=".*not in session", category=SAWarning)
                 gb.update_or_create_submission(result.assignment, result.student, **stamp)
@@ -220,16 +223,25 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
         if not folder.is_dir() or (student is not None and name != student):
             continue
         stamp_file = folder / "timestamp.txt"
-        stamp = stamp_file.read_text().strip() if stamp_file.is_file() else ""
+        # LMS archives (zip_collect) carry no timestamp: their contents tell a re-upload apart
+        stamp = stamp_file.read_text().strip() if stamp_file.is_file() else _content_hash(folder)
         previous = done.get(name)
         if not force and previous and previous["status"] == "graded" and previous["submitted_at"] == stamp:
             skipped.append(name)
             continue
         wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
-        jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox))
+        jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox,
+                        course_file=course.source_file))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
+
+
+def _content_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def _snapshot(course: Course) -> Path:

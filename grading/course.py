@@ -96,14 +96,20 @@ class Course:
 def load_course(path: str | os.PathLike | None = None) -> Course:
     """Parse and validate course.yml.
 
+    Without ``path``, ``GANKIT_COURSE_FILE`` names the file, else course/course.yml. nbgrader runs
+    in its own process and reads course/nbgrader_config.py, which calls this without a path: the
+    variable is how such a process sees another course file (a class server's own, or a test's).
     ``GANKIT_COURSE_RUNTIME`` overrides ``paths.runtime`` (tests and the demo use it to work in a
     temporary folder).
     """
-    source = Path(path) if path is not None else COURSE_FILE
+    if path is None:
+        path = os.environ.get("GANKIT_COURSE_FILE") or COURSE_FILE
+    source = Path(path)
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CourseError(f"{source}: not found; the course definition lives in course/course.yml") from None
+        named = " (named by GANKIT_COURSE_FILE)" if source != COURSE_FILE else ""
+        raise CourseError(f"{source}{named}: not found; the course definition lives in course/course.yml") from None
     except yaml.YAMLError as err:
         raise CourseError(f"{source}: not valid YAML ({err}); fix the line it names") from None
     if not isinstance(raw, dict):

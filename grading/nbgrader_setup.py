@@ -33,9 +33,13 @@ def ensure_runtime_layout(course: Course) -> None:
         source.unlink()
     if not source.exists():
         source.symlink_to(target, target_is_directory=True)
-    course.exchange_dir.mkdir(parents=True, exist_ok=True)
     # nbgrader's default exchange refuses directories that are not world-writable (sticky /tmp-style).
-    os.chmod(course.exchange_dir, 0o1777)
+    # Only an exchange inside the runtime is ours to create and chmod; a shared one (an NFS mount
+    # set up by an admin) is checked by grading/intake.py, never created in place of a missing mount.
+    if course.exchange_dir.is_relative_to(course.runtime_dir):
+        course.exchange_dir.mkdir(parents=True, exist_ok=True)
+        if course.exchange_dir.stat().st_mode & 0o7777 != 0o1777:
+            os.chmod(course.exchange_dir, 0o1777)
 
 
 def grading_parameters(course: Course) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ def _env(course: Course) -> dict:
     # nbgrader shells out to `alembic` and starts kernels by name: both must come from this venv.
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env["GANKIT_COURSE_RUNTIME"] = str(course.runtime_dir)
+    env["GANKIT_COURSE_FILE"] = str(course.source_file)  # nbgrader's process reads the same course.yml
     env.setdefault("MPLBACKEND", "Agg")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -41,6 +43,13 @@ def nbgrader(course: Course, *args: str, cwd: Path | None = None, check: bool = 
     result = subprocess.run(command, cwd=cwd or REPO_ROOT / "course", env=_env(course),
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     log = result.stdout + result.stderr
+    # When course/nbgrader_config.py raises, nbgrader only logs it and goes on with its own
+    # defaults (root course/, exchange /usr/local/share/nbgrader/exchange): never what was meant.
+    if check and "Exception while loading config file" in log:
+        reason = next((line.strip() for line in reversed(log.splitlines())
+                       if re.match(r"\s*\w[\w.]*(Error|Exception): ", line)), "see the log")
+        raise PipelineError(f"`nbgrader {args[0]}` could not load course/nbgrader_config.py and would "
+                            f"have run with nbgrader's defaults: {reason}")
     # nbgrader logs per-notebook failures and still exits 0 for some of them.
     failed = result.returncode != 0 or "There was an error processing" in log
     if check and failed:

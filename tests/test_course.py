@@ -81,3 +81,20 @@ def test_runtime_folder_is_configurable(tmp_path, monkeypatch):
     course = load_course()
     assert course.runtime_dir == (tmp_path / "elsewhere").resolve()
     assert course.exchange_dir == course.runtime_dir / "exchange"
+
+
+def test_the_course_file_can_be_named_by_the_environment(tmp_path, monkeypatch):
+    """GANKIT_COURSE_FILE is how nbgrader's own process (course/nbgrader_config.py) finds another course."""
+    other = tmp_path / "course" / "course.yml"
+    other.parent.mkdir()
+    text = (REPO_ROOT / "course" / "course.yml").read_text()
+    other.write_text(text.replace("  exchange: exchange\n", "  exchange: /srv/nbgrader/exchange\n"))
+    monkeypatch.setenv("GANKIT_COURSE_FILE", str(other))
+    monkeypatch.delenv("GANKIT_COURSE_RUNTIME", raising=False)
+    course = load_course()
+    assert course.source_file == other.resolve()
+    assert course.runtime_dir == (tmp_path / "runtime").resolve(), "a relative runtime sits beside course/"
+    assert str(course.exchange_dir) == "/srv/nbgrader/exchange"
+    monkeypatch.setenv("GANKIT_COURSE_FILE", str(tmp_path / "missing.yml"))
+    with pytest.raises(CourseError, match="named by GANKIT_COURSE_FILE"):
+        load_course()
