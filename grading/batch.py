@@ -392,6 +392,12 @@ def run_command(args: argparse.Namespace) -> int:
     failed = sorted(r.student for r in results.values() if r.status != "graded")
     print(f"gankit grade: {len(results) - len(failed)} graded, {len(failed)} failed"
           + (f" ({', '.join(failed)}: see above)" if failed else ""))
+    from grading import report
+
+    runs = ledger(course, args.assignment)   # the whole class, this batch and earlier ones
+    if runs:
+        print(f"gankit grade: per-cell CSV {report.write_cell_csv(course, args.assignment, runs)}\n"
+              f"gankit grade: class report {report.write_class_report(course, args.assignment, runs)}")
     return 1 if failed else 0
 
 

@@ -6,6 +6,7 @@ mid-batch and run again, a forced regrade on a Dask LocalCluster, and one studen
 """
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -113,6 +114,12 @@ def test_killed_mid_batch_then_rerun_loses_nothing_and_grades_nothing_twice(runt
     assert rerun.returncode == 0, output
     assert f"already graded at the same timestamp (--force regrades): {done_student}" in output
     assert "2 graded, 0 failed" in output
+    cells_csv = course.runtime_dir / "reports" / f"{ASSIGNMENT}_cells.csv"
+    assert f"per-cell CSV {cells_csv}" in output and f"{ASSIGNMENT}_report.html" in output
+    with open(cells_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["student"] for row in rows} == {"ada", "bob", "cy"}, "the whole class, both batches"
+    assert {row["status"] for row in rows if row["student"] == "ada" and row["cell"].startswith("test_")} == {"passed"}
     ledger = batch.ledger(course, ASSIGNMENT)
     assert sorted(ledger) == ["ada", "bob", "cy"] and ledger[done_student]["graded_at"] == done_at
     assert all(row["status"] == "graded" and row["gpu"] == "" for row in ledger.values())
