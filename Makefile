@@ -94,11 +94,12 @@ feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
 grades: setup ## Instructor: export grades (CSV under the runtime folder) and print the table
 	$(BIN)/python -m grading grades
 
-bench: setup ## Benchmarks, each printing ratios measured side by side (Trainer, CycleGAN, StarGAN, codec)
+bench: setup ## Benchmarks, each printing ratios measured side by side (Trainer, CycleGAN, StarGAN, codec, grading)
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/cyclegan_train_step.py
 	$(BIN)/python benchmarks/stargan_train_step.py
 	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/grading.py
 
 strip: setup ## Strip outputs from every notebook (keeps nbgrader metadata)
 	git ls-files '*.ipynb' | xargs -r $(BIN)/nbstripout --keep-id

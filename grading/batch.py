@@ -382,6 +382,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # nbgrader shells out to `alembic` for the gradebook: the one of this environment, also when
+    # the command is run as .venv/bin/gankit without activating the environment.
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     try:
         course = load_course()
         results = grade(course, args.assignment, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
