@@ -55,6 +55,7 @@ class Job:
     gpu: str | None = None     # set by the local pool; under Dask the worker's own environment
     sandbox: bool = True       # the kernel in bubblewrap (grading/sandbox.py)
     course_file: Path = REPO_ROOT / "course" / "course.yml"
+    nbgrader_args: tuple = ()  # more nbgrader options, e.g. ("--GradingExecute.timeout=20",)
 
 
 @dataclass
@@ -96,6 +97,7 @@ def grade_submission(job: Job) -> Result:
             command += ["--GradingExecute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
                         f"--SandboxedKernelManager.gpu={gpu or ''}",
                         f"--SandboxedKernelManager.writable={scratch / 'data'}"]
+        command += list(job.nbgrader_args)
         try:
             run = subprocess.run(command, cwd=REPO_ROOT / "course", env=env, capture_output=True, text=True,
                                  stdin=subprocess.DEVNULL, timeout=job.wall_limit_s)
@@ -213,7 +215,7 @@ def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
 
 
 def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
-              force: bool = False, sandbox: bool = True) -> tuple[list[Job], list[str]]:
+              force: bool = False, sandbox: bool = True, nbgrader_args: tuple = ()) -> tuple[list[Job], list[str]]:
     """Collected submissions still to grade, and the students skipped as already graded."""
     submitted = course.runtime_dir / "submitted"
     done = ledger(course, assignment)
@@ -231,7 +233,7 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
             continue
         wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
         jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox,
-                        course_file=course.source_file))
+                        course_file=course.source_file, nbgrader_args=tuple(nbgrader_args)))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -276,7 +278,7 @@ def parse_gpus(spec: str) -> list[str]:
 
 def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: str = "all",
           scheduler: str | None = None, student: str | None = None, force: bool = False,
-          progress: bool = True, sandbox: bool = True) -> dict[str, Result]:
+          progress: bool = True, sandbox: bool = True, nbgrader_args: tuple = ()) -> dict[str, Result]:
     """Grade every collected submission of ``assignment`` not graded yet; return the new results.
 
     ``sandbox=False`` runs student code with the grader's own rights; otherwise a missing or
@@ -298,7 +300,8 @@ def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: 
     snapshot = _snapshot(course)
     results: dict[str, Result] = {}
     try:
-        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force, sandbox=sandbox)
+        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force, sandbox=sandbox,
+                                  nbgrader_args=nbgrader_args)
         if skipped:
             print(f"gankit grade: {len(skipped)} submission(s) already graded at the same timestamp "
                   f"(--force regrades): {', '.join(skipped)}", file=sys.stderr)

@@ -61,15 +61,15 @@ def _replace(nb, grade_id, old, new):
 ALL_CODE = ("losses", "dcgan", "train_step")
 
 
-def full(nb, sol):
+def full(nb, sol, course=None):
     _solve(nb, sol, *ALL_CODE, WRITTEN)
 
 
-def untouched(nb, sol):
+def untouched(nb, sol, course=None):
     pass
 
 
-def partial(nb, sol):
+def partial(nb, sol, course=None):
     # Right losses but a sign error in the minimax loss, BatchNorm on D's input layer, no train_step.
     _solve(nb, sol, "losses", "dcgan")
     _replace(nb, "losses", "return -F.softplus(fake_logits).mean()", "return F.softplus(fake_logits).mean()")
@@ -77,18 +77,18 @@ def partial(nb, sol):
     _cells(nb)[WRITTEN].source = "The minimax loss saturates when D wins, so G learns slowly."
 
 
-def kernel_crash(nb, sol):
+def kernel_crash(nb, sol, course=None):
     # A segfault inside train_step (think: a broken CUDA extension).
     full(nb, sol)
     _replace(nb, "train_step", "fake = G(z)", "import ctypes; ctypes.string_at(0)  # segfaults\n    fake = G(z)")
 
 
-def infinite_loop(nb, sol):
+def infinite_loop(nb, sol, course=None):
     full(nb, sol)
     _replace(nb, "train_step", "fake = G(z)", "while True:  # waits for a condition that never comes\n        pass\n    fake = G(z)")
 
 
-def tampered(nb, sol):
+def tampered(nb, sol, course=None):
     # Wrong minimax loss, "fixed" by editing its test to `pass`; deletes the block tests too.
     full(nb, sol)
     _replace(nb, "losses", "return -F.softplus(fake_logits).mean()", "return torch.zeros(())")
@@ -96,13 +96,43 @@ def tampered(nb, sol):
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_blocks"]
 
 
-def noisy(nb, sol):
+def noisy(nb, sol, course=None):
     # Correct code that warns on stderr (as torch often does): nbgrader alone would score it 0.
     full(nb, sol)
     _replace(nb, "losses", "return F.softplus(-real_logits)",
              'import warnings; warnings.warn("logits are not clamped", UserWarning)\n'
              "    return F.softplus(-real_logits)")
     _replace(nb, "train_step", "fake = G(z)", "import sys; print('step', file=sys.stderr)\n    fake = G(z)")
+
+
+def snoop(nb, sol, course: Course | None = None):
+    # Correct work, plus a look around: the gradebook, the answer keys, another student's
+    # submission, and a write over the gradebook. In the sandbox none of it is there, so the cell
+    # runs and scores full marks; any leak raises and costs the loss tests.
+    full(nb, sol)
+    secrets = [course.runtime_dir / "gradebook.db", course.runtime_dir / "source" / ASSIGNMENT / NOTEBOOK,
+               course.runtime_dir / "submitted" / "ada" / ASSIGNMENT / NOTEBOOK, "../../../gradebook.db"]
+    probe = (f"import os\nfor secret in {[str(p) for p in secrets]!r}:\n"
+             "    assert not os.path.exists(secret), f'sandbox leak: {secret}'\n"
+             f"try:\n    open({str(course.runtime_dir / 'gradebook.db')!r}, 'w').write('overwritten')\n"
+             "except OSError:\n    pass\nelse:\n    raise AssertionError('wrote over the gradebook')\n")
+    _cells(nb)["losses"].source = probe + _cells(nb)["losses"].source
+
+
+def quitter(nb, sol, course=None):
+    full(nb, sol)
+    _replace(nb, "train_step", "fake = G(z)", "import sys; sys.exit('giving up')\n    fake = G(z)")
+
+
+def memory_bomb(nb, sol, course=None):
+    full(nb, sol)
+    _replace(nb, "train_step", "fake = G(z)", "hog = bytearray(64 * 2**30)  # 64 GiB\n    fake = G(z)")
+
+
+def flood(nb, sol, course=None):
+    # A million lines of output while defining the losses: graded as usual, the output trimmed.
+    full(nb, sol)
+    _cells(nb)["losses"].source = "for i in range(10**6):\n    print(i)\n" + _cells(nb)["losses"].source
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,15 @@ CLASS = [
     Student("noisy", "correct, but warns on stderr", noisy, manual=4.0),
     Student("late", "correct, two days late", full, manual=None, days_late=1.5),
 ]
+# Hostile submissions, graded in the sandbox (`gankit grade`); without bubblewrap they are left out.
+HOSTILE = [
+    Student("snoop", "reads the gradebook, answer keys, others' work; writes over the gradebook", snoop, manual=4.0),
+    Student("quit", "calls sys.exit() in train_step", quitter,
+            lost={"test_train_step": 4, "test_training_ran": 2}, manual=4.0),
+    Student("bomb", "allocates 64 GiB in train_step", memory_bomb,
+            lost={"test_train_step": 4, "test_training_ran": 2}, manual=4.0),
+    Student("flood", "prints a million lines", flood, manual=4.0),
+]
 
 
 def simulate_submissions(course: Course, students=CLASS) -> None:
@@ -150,7 +189,7 @@ def simulate_submissions(course: Course, students=CLASS) -> None:
         folder = pipeline.fetch(course, ASSIGNMENT, home)
         path = folder / NOTEBOOK
         nb = nbformat.read(path, as_version=4)
-        student.edit(nb, sol)
+        student.edit(nb, sol, course)
         nbformat.write(nb, path)
         pipeline.submit(course, ASSIGNMENT, student.student_id, home)
 
@@ -173,9 +212,23 @@ def late_penalties(course: Course) -> dict[str, float]:
                 for s in gb.find_assignment(ASSIGNMENT).submissions}
 
 
-def run(course: Course, students=CLASS, cell_timeout: int = DEMO_CELL_TIMEOUT_S) -> int:
-    """The whole week; returns the number of students whose scores differ from what they deserve."""
+def run(course: Course, students=None, cell_timeout: int = DEMO_CELL_TIMEOUT_S) -> int:
+    """The whole week; returns the number of students whose scores differ from what they deserve.
+
+    Grading is `gankit grade` (grading/batch.py): parallel, with each kernel in the bubblewrap
+    sandbox, where the hostile students join the class; without bubblewrap, the plain class only.
+    """
     from gankit.data import prepare
+    from grading import batch
+    from grading.sandbox import SandboxError, check_sandbox
+
+    try:
+        check_sandbox()
+        sandbox = True
+    except SandboxError as err:
+        sandbox = False
+        print(f"demo: no sandbox ({err}); grading the plain class without it", flush=True)
+    students = list(students if students is not None else CLASS + (HOSTILE if sandbox else []))
 
     t0 = time.monotonic()
     step = lambda text: print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
@@ -191,8 +244,13 @@ def run(course: Course, students=CLASS, cell_timeout: int = DEMO_CELL_TIMEOUT_S)
     step("collect")
     pipeline.collect(course, ASSIGNMENT)
     backdate_late_submissions(course, students)
-    step(f"autograde headless (papermill parameters injected; cell timeout {cell_timeout} s)")
-    pipeline.nbgrader(course, "autograde", ASSIGNMENT, "--force", f"--GradingExecute.timeout={cell_timeout}")
+    step(f"gankit grade: in parallel, {'sandboxed' if sandbox else 'no sandbox'} "
+         f"(papermill parameters injected; cell timeout {cell_timeout} s)")
+    results = batch.grade(course, ASSIGNMENT, gpus="none", progress=False, sandbox=sandbox,
+                          nbgrader_args=(f"--GradingExecute.timeout={cell_timeout}",))
+    for result in results.values():
+        if result.status != "graded":
+            print(f"  {result.student}: not graded: {result.reason}")
     step("instructor grades the written answers")
     for student in students:
         if student.manual is not None:
@@ -205,7 +263,7 @@ def run(course: Course, students=CLASS, cell_timeout: int = DEMO_CELL_TIMEOUT_S)
     return report(course, students)
 
 
-def report(course: Course, students=CLASS) -> int:
+def report(course: Course, students) -> int:
     scores = pipeline.cell_scores(course, ASSIGNMENT)
     penalties = late_penalties(course)
     exported = {row["student_id"]: float(row["score"]) for row in pipeline.read_grades_csv(

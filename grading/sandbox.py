@@ -120,6 +120,8 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)
+        # A SIGINT would reach bwrap, not Python: interrupt (a cell over its time limit) by message
+        self.kernel_spec.interrupt_mode = "message"
         # nbclient starts the kernel in the notebook's folder (start_kernel(cwd=...)), saved here
         workdir = Path(getattr(self, "_launch_args", {}).get("cwd") or os.getcwd()).resolve()
         return sandbox_command(cmd, workdir=workdir, shared=self._shared, writable=[Path(p) for p in self.writable],

@@ -79,6 +79,17 @@ def test_limits_stop_memory_and_file_bombs(tmp_path):
     assert text(outputs[2]).strip() == "still alive"
 
 
+def test_a_cell_over_its_time_limit_is_interrupted_and_the_kernel_goes_on(tmp_path):
+    nb = new_notebook(cells=[new_code_cell("while True:\n    pass"), new_code_cell("print('next')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    client = NotebookClient(nb, timeout=3, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
+                            resources={"metadata": {"path": str(tmp_path)}},
+                            kernel_manager_class="grading.sandbox.SandboxedKernelManager")
+    client.execute()
+    assert "KeyboardInterrupt" in text(nb.cells[0].outputs)
+    assert text(nb.cells[1].outputs).strip() == "next"
+
+
 def test_without_bubblewrap_grading_refuses_and_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap.*--no-sandbox"):
