@@ -89,9 +89,11 @@ def sandbox_command(kernel_cmd: list[str], *, workdir: Path, shared: Path, writa
     limits = ["prlimit", f"--as={memory_mb * 2**20}", f"--cpu={cpu_s}", f"--fsize={file_mb * 2**20}", "--"]
     home = shared / "home"
     home.mkdir(parents=True, exist_ok=True)
+    # Mounts apply in order: the fresh /tmp comes before the binds, so that a venv, a checkout or
+    # a job folder under /tmp (a CI clone, a scratch course) is mounted on top of it, not hidden.
     args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--clearenv",
-            *_system_binds(), *_python_binds(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            *_gpu_binds(gpu)]
+            *_system_binds(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            *_python_binds(), *_gpu_binds(gpu)]
     for path in [shared, *writable, workdir]:
         args += ["--bind", str(path), str(path)]
     env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",

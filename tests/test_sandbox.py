@@ -90,6 +90,16 @@ def test_a_cell_over_its_time_limit_is_interrupted_and_the_kernel_goes_on(tmp_pa
     assert text(nb.cells[1].outputs).strip() == "next"
 
 
+def test_folders_under_tmp_are_bound_after_the_private_tmp(tmp_path, monkeypatch):
+    """A venv or checkout under /tmp (a CI clone) must not vanish under the sandbox's own /tmp."""
+    monkeypatch.setattr(sandbox.sys, "prefix", "/tmp/clone/.venv")
+    monkeypatch.setattr(sandbox, "_python_binds", lambda: ["--ro-bind", "/tmp/clone/.venv", "/tmp/clone/.venv"])
+    cmd = sandbox.sandbox_command(["python"], workdir=tmp_path / "work", shared=tmp_path / "shared")
+    tmpfs = cmd.index("--tmpfs")
+    binds = [i for i, arg in enumerate(cmd) if arg in ("--bind", "--ro-bind") and cmd[i + 1].startswith("/tmp/")]
+    assert binds and all(i > tmpfs for i in binds), cmd
+
+
 def test_without_bubblewrap_grading_refuses_and_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap.*--no-sandbox"):
