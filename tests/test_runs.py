@@ -207,7 +207,13 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_stops_cleanly(tmp_path,
 
     assert "resumed run h2z" in gankit("runs", "--resume", "h2z").stdout
     wait_for(lambda: run.refresh().state == "running", what="the resumed run to train")
-    assert "asked run h2z to stop" in gankit("runs", "--stop", "h2z").stdout
+    # Held still while the command starts (seconds on a loaded machine): else the few steps
+    # left could all run before the stop arrives. The signal waits and is handled on SIGCONT.
+    os.kill(run.record["child_pid"], signal.SIGSTOP)
+    try:
+        assert "asked run h2z to stop" in gankit("runs", "--stop", "h2z").stdout
+    finally:
+        os.kill(run.record["child_pid"], signal.SIGCONT)
     assert run.wait(timeout=60) == "stopped"
     import torch
     stopped_at = torch.load(last, weights_only=True)["step"]
