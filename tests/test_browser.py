@@ -154,6 +154,11 @@ class Student:
     def __init__(self, page, shots: Path):
         self.page, self.shots, self.step = page, shots, 0
 
+    def leave_evidence(self, log: Path) -> None:
+        """On a failure: a screenshot of where it happened and the end of the server's log."""
+        self.page.screenshot(path=str(self.shots / "failed.png"))
+        print(f"JupyterLab log ({log}):\n{log.read_text()[-4000:]}")
+
     def shot(self, name: str) -> None:
         self.step += 1
         self.page.screenshot(path=str(self.shots / f"{self.step:02d}-{name}.png"))
@@ -293,8 +298,7 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
             # The student's server serves no formgrader at all, not just no menu entry for it.
             assert page.request.get(f"{base}/formgrader?token={token}").status == 404
         except Exception:
-            page.screenshot(path=str(shots / "failed.png"))
-            print(f"JupyterLab log ({log}):\n{log.read_text()[-4000:]}")
+            me.leave_evidence(log)
             raise
         finally:
             context.close()
@@ -325,8 +329,7 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
             expect(row).to_contain_text(f"{sum(auto_points.values()):g} / {week.points:g}")
             me.shot("instructor-formgrader")
         except Exception:
-            page.screenshot(path=str(shots / "failed.png"))
-            print(f"JupyterLab log ({log}):\n{log.read_text()[-4000:]}")
+            me.leave_evidence(log)
             raise
         finally:
             page.close()
