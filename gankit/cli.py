@@ -6,7 +6,9 @@ import argparse
 import sys
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given ``argv``, subcommands that import torch are only loaded when
+    they are the one being run, so that `gankit runs` or `gankit grade` answer at once."""
     parser = argparse.ArgumentParser(prog="gankit", description="The GAN course lab kit.")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="is this server ready? GPU, driver, torch build, data, exchange")
@@ -44,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_runs_parser(sub)
     add_translate_parser(sub)
     add_codec_parsers(sub)
-    from gankit.rd import add_rd_parser
-    add_rd_parser(sub)
+    command = next((word for word in argv if not word.startswith("-")), None) if argv is not None else "rd"
+    if command == "rd":
+        from gankit.rd import add_rd_parser   # imports torch: seconds
+        add_rd_parser(sub)
+    else:
+        sub.add_parser("rd", help="rate-distortion curves: learned codecs vs JPEG and WebP on real files")
     grade = sub.add_parser("grade", help="TA: grade every collected submission of an assignment in parallel "
                            "(one GPU per job, resumable; Dask with --scheduler)")
 
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # checks a --background command before detaching it
+    args = build_parser(argv).parse_args(argv)  # checks a --background command before detaching it
     if args.command == "train" and getattr(args, "background", False):
         from gankit.train_cli import start_in_background
         return start_in_background(argv[argv.index("train") + 1:])

@@ -255,3 +255,15 @@ def test_cli_background_passes_the_command_on(monkeypatch, capsys, tmp_path):
     assert "gankit runs --attach h2z" in capsys.readouterr().out
     assert cli.main(["train", "cyclegan", "--nproc-per-node", "2"]) == 2, "only with --background"
     assert "torchrun" in capsys.readouterr().err
+
+
+def test_gankit_runs_and_grade_do_not_pay_for_importing_torch():
+    # `gankit runs` is what a student types to check on a run: it must answer at once.
+    code = ("import sys, gankit.cli\n"
+            "for argv in (['runs'], ['grade', 'week01_gan_foundations'], ['--help']):\n"
+            "    gankit.cli.build_parser(argv)\n"
+            "assert 'torch' not in sys.modules, 'building the parser imported torch'\n"
+            "gankit.cli.build_parser(['rd', '--images', 'shipped'])\n"
+            "assert 'torch' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
