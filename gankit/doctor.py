@@ -3,7 +3,8 @@
 Facts are gathered in one place (`gather`) and judged by a pure function (`diagnose`), so every
 verdict is tested with faked facts: no GPU, an architecture the installed torch build was not
 compiled for (a V100 with a CUDA-13 build), a missing dataset, an unwritable exchange, little
-memory, no bubblewrap (TAs' sandboxed grading), no nbgrader JupyterLab extension.
+memory, no bubblewrap (TAs' sandboxed grading), no process limit for sandboxed kernels (a root
+grader without a writable cgroup cannot stop a fork bomb), no nbgrader JupyterLab extension.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Facts:
     free_memory_gib: float | None = None
     bubblewrap: str | None = None     # "ok", "missing", or why `bwrap` cannot make a sandbox here
     nbgrader_lab: bool | None = None  # nbgrader's JupyterLab extension (assignment list) installed
+    process_limit: tuple[str, str] | None = None  # (mechanism, detail): grading.sandbox.process_limit()
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,12 @@ def diagnose(facts: Facts) -> list[Finding]:
                                 "user namespaces may be off: sysctl kernel.unprivileged_userns_clone=1)"))
     elif facts.bubblewrap == "ok":
         findings.append(Finding("ok", "bubblewrap makes sandboxes (for grading)"))
+    if facts.process_limit is not None:
+        mechanism, detail = facts.process_limit
+        if mechanism in ("cgroup2", "cgroup1", "nproc"):
+            findings.append(Finding("ok", f"sandboxed kernels' processes are capped ({mechanism}): {detail}"))
+        else:   # "none" says itself what to change; "unknown" says why it could not be checked
+            findings.append(Finding("warn", f"sandboxed kernels' processes are not capped: {detail}"))
     return findings
 
 
@@ -166,6 +174,12 @@ def gather(datasets: tuple[str, ...] = ("mnist",)) -> Facts:
     facts.free_disk_gib = shutil.disk_usage(probe).free / 2**30
     facts.free_memory_gib = _available_memory_gib()
     facts.bubblewrap = _bubblewrap_state()
+    try:
+        from grading.sandbox import process_limit
+        limit = process_limit()
+        facts.process_limit = (limit.mechanism, limit.detail)
+    except Exception as err:  # the grading package missing or broken must not hide the rest
+        facts.process_limit = ("unknown", f"could not check: {err}")
     facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()
     return facts
 

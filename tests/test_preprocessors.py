@@ -1,8 +1,16 @@
 """The autograde preprocessors, on small notebooks built here (no nbgrader run needed)."""
 from __future__ import annotations
 
+import json
+import time
+
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
+from traitlets.config import Config
+
+from grading.course import REPO_ROOT, CourseError, load_course
+from grading.nbgrader_setup import configure_autograde
 
 from grading.preprocessors import (GradingExecute, InjectGradingParameters, MarkUnrunTestCells,
                                    RelabelStderr)
@@ -108,3 +116,56 @@ def test_after_too_many_deaths_the_rest_is_marked_not_run(tmp_path):
     assert nb.cells[0].outputs[-1].ename == "KernelDied"
     assert nb.cells[1].outputs[-1].ename == "KernelDied"
     assert nb.cells[2].outputs[-1].ename == "NotRun" and _score(nb.cells[2]) == 0
+
+
+def test_endless_output_is_stopped_at_the_output_limit_and_the_rest_still_runs(tmp_path):
+    nb = _notebook(new_code_cell("x = 41"),
+                   _test_cell("while True:\n    print('spam ' * 20)", "floods"),
+                   _test_cell("assert x + 1 == 42", "after"))
+    begin = time.monotonic()
+    nb = _execute(nb, tmp_path, timeout=60, max_output_bytes=int(0.1 * 2**20))
+    assert time.monotonic() - begin < 30, "stopped by the output limit, not by the 60 s cell timeout"
+    flood = nb.cells[1]
+    note = flood.outputs[-1]
+    assert note.ename == "OutputLimit" and "more than 0.1 MB" in note.evalue and "grading.max_output_mb" in note.evalue
+    assert len(json.dumps(flood.outputs)) < 0.2 * 2**20, "what the grader kept stays near the limit"
+    assert _score(flood) == 0
+    assert _score(nb.cells[2]) == 1 and nb.cells[2].execution_count is not None
+
+
+def test_output_cleared_as_it_goes_does_not_count_against_the_limit(tmp_path):
+    """A progress display that clears and redraws keeps little output, however long it runs."""
+    redraws = ("from IPython.display import clear_output\n"
+               "for step in range(300):\n    clear_output(wait=True)\n    print(f'step {step}', 'x' * 1000)")
+    nb = _execute(_notebook(_test_cell(redraws, "progress")), tmp_path, max_output_bytes=50_000)
+    assert not [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    assert "step 299" in nb.cells[0].outputs[-1].text
+
+
+def test_a_kernel_that_ignores_the_interrupt_is_replaced(tmp_path):
+    stubborn = ("import time\nwhile True:\n    try:\n        time.sleep(0.1)\n"
+                "    except KeyboardInterrupt:\n        pass")
+    nb = _notebook(new_code_cell("x = 41"),
+                   _test_cell(stubborn, "stubborn"),
+                   _test_cell("assert x + 1 == 42", "after"))
+    nb = _execute(nb, tmp_path, timeout=2, iopub_timeout=1)
+    errors = [o.ename for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert errors[-2:] == ["CellTimeoutError", "KernelStuck"]
+    assert _score(nb.cells[1]) == 0
+    assert _score(nb.cells[2]) == 1, "a fresh kernel replayed x = 41"
+
+
+def test_course_yml_sets_the_output_and_process_limits(tmp_path):
+    grading = load_course().grading
+    c = Config()
+    configure_autograde(c, grading, {})
+    assert c.GradingExecute.max_output_bytes == int(grading.max_output_mb * 2**20) > 0
+    assert c.SandboxedKernelManager.max_procs == grading.max_processes >= 16
+    broken = tmp_path / "course.yml"
+    text = (REPO_ROOT / "course" / "course.yml").read_text()
+    broken.write_text(text.replace("  max_output_mb: 16 ", "  max_output_mb: lots "))
+    with pytest.raises(CourseError, match="grading.max_output_mb must be a positive number"):
+        load_course(broken)
+    broken.write_text(text.replace("  max_processes: 512 ", "  max_processes: 4 "))
+    with pytest.raises(CourseError, match="grading.max_processes must be a whole number of at least 16"):
+        load_course(broken)

@@ -1,15 +1,23 @@
-"""grading/sandbox.py: a student's kernel sees its own folder and nothing of the course."""
+"""grading/sandbox.py: a student's kernel sees its own folder and nothing of the course, and
+cannot take the grading server down with a fork bomb or endless output."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import time
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
+from traitlets.config import Config
 
+from gankit import doctor
 from grading import sandbox
 from grading.course import REPO_ROOT
+from grading.preprocessors import GradingExecute
+from nbgrader import utils
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +112,127 @@ def test_without_bubblewrap_grading_refuses_and_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap.*--no-sandbox"):
         sandbox.check_sandbox()
+
+
+def _test_cell(source, grade_id):
+    cell = new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": grade_id,
+                                 "points": 1, "schema_version": 3, "task": False}
+    return cell
+
+
+def grade_sandboxed(cells, workdir, max_procs=512, **traits):
+    """Run CELLS through GradingExecute with sandboxed kernels; the executed notebook."""
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    config = Config({"SandboxedKernelManager": {"max_procs": max_procs}})
+    executor = GradingExecute(config=config, kernel_manager_class="grading.sandbox.SandboxedKernelManager",
+                              **{"timeout": 10, "notebook_timeout": 120, "max_kernel_restarts": 1, **traits})
+    nb, _ = executor.preprocess(nb, {"metadata": {"path": str(workdir)}})
+    return nb
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains TEXT (zombies have none)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_the_kernel_command_enters_its_cgroup_before_anything_runs(tmp_path):
+    cgroup = tmp_path / "gankit-kernel-1-0"
+    cmd = sandbox.sandbox_command(["python"], workdir=tmp_path, shared=tmp_path / "shared", cgroup=cgroup, nproc=99)
+    assert cmd[:5] == ["/bin/sh", "-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", str(cgroup / "cgroup.procs")]
+    assert cmd[5] == "prlimit" and "--nproc=99" in cmd[:cmd.index("--")]
+    plain = sandbox.sandbox_command(["python"], workdir=tmp_path, shared=tmp_path / "shared")
+    assert plain[0] == "prlimit" and not any(arg.startswith("--nproc") for arg in plain)
+
+
+def test_without_a_cgroup_root_is_warned_and_others_get_nproc(monkeypatch):
+    monkeypatch.setattr(sandbox, "_own_cgroup_dirs", lambda: [])
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    limit = sandbox.process_limit()
+    assert limit.mechanism == "none" and "NOT contained" in limit.detail and "non-root user" in limit.detail
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    assert sandbox.process_limit().mechanism == "nproc"
+
+
+def test_this_machine_has_a_process_limit_or_says_why_not():
+    limit = sandbox.process_limit()
+    assert limit.mechanism in ("cgroup2", "cgroup1", "nproc", "none"), limit
+    if limit.mechanism in sandbox.CGROUP_MECHANISMS:
+        assert limit.parent.is_dir() and not list(limit.parent.glob(f"gankit-probe-{os.getpid()}-*"))
+    print(f"process limit: {limit.mechanism}: {limit.detail}")
+
+
+def test_the_doctor_reports_the_process_limit():
+    facts = doctor.Facts(python="3.11", torch="2", torch_cuda=None, arch_list=[], driver=None)
+    facts.process_limit = ("cgroup1", "each kernel gets its own cgroup under /sys/fs/cgroup/pids")
+    assert any("capped (cgroup1)" in f.message for f in doctor.diagnose(facts) if f.level == "ok")
+    facts.process_limit = ("none", "fork bombs are NOT contained: ...; run the grader as a non-root user")
+    warnings = [f.message for f in doctor.diagnose(facts) if f.level == "warn"]
+    assert any("not capped" in m and "non-root user" in m for m in warnings)
+
+
+def test_cgroups_left_by_a_dead_grader_are_removed(tmp_path):
+    """Only folders named for a process that no longer runs go; plain folders stand in for cgroups."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()     # reaped: its pid names no process now
+    stale, alive = tmp_path / f"gankit-kernel-{dead.pid}-0", tmp_path / f"gankit-kernel-{os.getpid()}-0"
+    stale.mkdir()
+    alive.mkdir()
+    made = sandbox.make_kernel_cgroup(tmp_path, 7)
+    assert not stale.exists() and alive.exists()
+    assert (made / "pids.max").read_text() == "7"
+
+
+def test_a_fork_bomb_is_held_by_the_process_limit_and_the_rest_is_graded(tmp_path, monkeypatch):
+    """`while True: os.fork()` fills its own kernel's limit only; the cell says so, the next one passes."""
+    limit = sandbox.process_limit()
+    if limit.mechanism not in ("cgroup2", "cgroup1", "nproc"):
+        pytest.skip(f"no fork bomb without a process limit, and there is none here: {limit.detail}")
+    started = []     # (shared folder, cgroup) of each kernel the grader starts
+    build = sandbox.sandbox_command
+
+    def recording(kernel_cmd, **options):
+        started.append((options["shared"], options["cgroup"]))
+        return build(kernel_cmd, **options)
+
+    monkeypatch.setattr(sandbox, "sandbox_command", recording)
+    begin = time.monotonic()
+    nb = grade_sandboxed([new_code_cell("x = 41"),
+                          _test_cell("import os\nwhile True:\n    os.fork()", "bomb"),
+                          _test_cell("assert x + 1 == 42", "after")], tmp_path, max_procs=32)
+    bomb, after = nb.cells[1], nb.cells[2]
+    errors = [o for o in bomb.outputs if o.output_type == "error"]
+    assert errors and utils.determine_grade(bomb)[0] == 0
+    if limit.mechanism in sandbox.CGROUP_MECHANISMS:
+        assert errors[-1].ename == "ProcessLimit", errors
+        assert "32 processes" in errors[-1].evalue and "grading.max_processes" in errors[-1].evalue
+        assert len(started) == 2 and all(cgroup is not None for _, cgroup in started), "a fresh kernel took over"
+    assert utils.determine_grade(after)[0] == 1, after.outputs
+    assert time.monotonic() - begin < 90
+    assert subprocess.run(["true"]).returncode == 0, "the grader can still start processes"
+    for shared, cgroup in started:
+        assert cgroup is None or not cgroup.exists(), "each kernel's cgroup is removed, so it was empty"
+        assert processes_mentioning(str(shared)) == [], "nothing of the kernel or the bomb is left"
+
+
+def test_endless_output_in_the_sandbox_is_stopped_at_the_output_limit(tmp_path):
+    """The interrupt reaches a sandboxed kernel by message; the limit's note names course.yml."""
+    begin = time.monotonic()
+    nb = grade_sandboxed([new_code_cell("x = 41"),
+                          _test_cell("while True:\n    print('spam ' * 20)", "floods"),
+                          _test_cell("assert x + 1 == 42", "after")], tmp_path,
+                         timeout=60, max_output_bytes=100_000)
+    assert time.monotonic() - begin < 30, "stopped by the output limit, not by the 60 s cell timeout"
+    flood = nb.cells[1]
+    assert flood.outputs[-1].ename == "OutputLimit" and "grading.max_output_mb" in flood.outputs[-1].evalue
+    assert len(nbformat.writes(nb)) < 200_000
+    assert utils.determine_grade(nb.cells[2])[0] == 1
