@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class Grading:
     notebook_timeout_s: int = 900
     max_kernel_restarts: int = 2
     parameters: dict = field(default_factory=dict)
+    gradebook_url: str | None = None   # course.yml grading.gradebook_url; None: SQLite in the runtime
+    max_processes: int = 512   # processes and threads one sandboxed kernel may run at once
+    max_output_mb: float = 16  # output one cell may print before it is interrupted
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,21 @@ class Course:
     source_file: Path
 
     @property
+    def gradebook_url(self) -> str:
+        """The SQLAlchemy URL of the one gradebook the coordinator writes.
+
+        ``GANKIT_GRADEBOOK_URL`` if set (tests use it; it keeps a server's URL out of git), else
+        ``grading.gradebook_url`` from course.yml, else SQLite at ``<runtime>/gradebook.db``.
+        Read when asked, not when loaded, like nbgrader reads its own config.
+        """
+        from_env = os.environ.get("GANKIT_GRADEBOOK_URL")
+        if from_env:
+            return checked_gradebook_url(from_env, "GANKIT_GRADEBOOK_URL")
+        if self.grading.gradebook_url:
+            return checked_gradebook_url(self.grading.gradebook_url, f"{self.source_file}: grading.gradebook_url")
+        return f"sqlite:///{self.runtime_dir / 'gradebook.db'}"
+
+    @property
     def data_dir(self) -> Path:
         """Where the embedded (synthetic) datasets are built for smoke runs and grading."""
         return self.runtime_dir / "data"
@@ -91,6 +110,42 @@ class Course:
     def available_assignments(self) -> list[Week]:
         """Weeks whose nbgrader source folder exists already (later weeks are listed, not written)."""
         return [w for w in self.weeks if w.assignment_dir().is_dir()]
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password replaced by ***, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        netloc, slash, path = rest.partition("/")
+        userinfo, at, host = netloc.rpartition("@")   # rpartition: a password may hold an @
+        if at and ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+    # libpq also takes ?password=... in the query string
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", f"{scheme}{sep}{rest}")
+
+
+def checked_gradebook_url(url: str, where: str) -> str:
+    """A gradebook URL nbgrader and the grader can both open, or a CourseError that says what to write.
+
+    ``postgresql://`` means psycopg2 to SQLAlchemy, which the kit does not install: it becomes
+    ``postgresql+psycopg://`` (psycopg 3, installed by ``make setup``).
+    """
+    example = "postgresql+psycopg://grader@dbhost/gan_course or sqlite:////srv/course/gradebook.db"
+    scheme, sep, rest = url.partition("://")
+    if scheme == "postgresql":
+        return f"postgresql+psycopg://{rest}"
+    if scheme == "postgresql+psycopg":
+        return url
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else ""
+        # nbgrader runs in course/ and the grader wherever it was started: a relative path
+        # would name two different files.
+        if not rest.startswith("/") or not Path(path).is_absolute():
+            raise CourseError(f"{where}: the SQLite gradebook {url!r} needs an absolute path, "
+                              f"four slashes in all: sqlite:////srv/course/gradebook.db")
+        return url
+    raise CourseError(f"{where}: {mask_password(url)!r} is not a supported gradebook URL; "
+                      f"write SQLite or PostgreSQL (psycopg 3), e.g. {example}")
 
 
 def load_course(path: str | os.PathLike | None = None) -> Course:
@@ -170,6 +225,19 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
 
     grading_raw = raw.get("grading", {}) or {}
     late_raw = raw.get("late_policy", {}) or {}
+    max_processes = grading_raw.get("max_processes", 512)
+    if isinstance(max_processes, bool) or not isinstance(max_processes, int) or max_processes < 16:
+        raise CourseError(f"{source}: grading.max_processes must be a whole number of at least 16 (a kernel "
+                          f"alone runs about 15 threads), e.g. 512; got {max_processes!r}")
+    max_output_mb = grading_raw.get("max_output_mb", 16)
+    if isinstance(max_output_mb, bool) or not isinstance(max_output_mb, (int, float)) or max_output_mb <= 0:
+        raise CourseError(f"{source}: grading.max_output_mb must be a positive number of megabytes, e.g. 16; "
+                          f"got {max_output_mb!r}")
+    gradebook_url = grading_raw.get("gradebook_url")
+    if gradebook_url is not None:   # checked here so a wrong file fails on load, naming itself
+        if not isinstance(gradebook_url, str):
+            raise CourseError(f"{source}: grading.gradebook_url must be a URL string, got {type(gradebook_url).__name__}")
+        checked_gradebook_url(gradebook_url, f"{source}: grading.gradebook_url")
     return Course(
         course_id=need(raw, "course_id", str, "the file"),
         title=need(raw, "title", str, "the file"),
@@ -182,6 +250,9 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
             notebook_timeout_s=int(grading_raw.get("notebook_timeout_s", 900)),
             max_kernel_restarts=int(grading_raw.get("max_kernel_restarts", 2)),
             parameters=dict(grading_raw.get("parameters", {}) or {}),
+            gradebook_url=gradebook_url or None,
+            max_processes=max_processes,
+            max_output_mb=float(max_output_mb),
         ),
         late_policy=LatePolicy(
             penalty_per_day=float(late_raw.get("penalty_per_day", 0.0)),

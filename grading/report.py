@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 
 from gankit.io import atomic_write, atomic_write_text
+from grading import gradebook
 from grading.course import Course
 
 COLUMNS = ("student", "notebook", "cell", "points", "max", "status", "reason", "duration_s", "gpu")
@@ -164,15 +165,15 @@ def _collect(course: Course, assignment_id: str, runs: dict | None):
     from nbgrader.api import Gradebook, MissingEntry
 
     runs = runs or {}
-    database = course.runtime_dir / "gradebook.db"
-    if not database.is_file():      # opening it would create an empty gradebook
-        raise ReportError(f"{database} does not exist: generate and autograde {assignment_id} first")
+    url = course.gradebook_url
+    if not gradebook.exists(url):      # opening it would create an empty gradebook
+        raise ReportError(f"{gradebook.display(url)} does not exist: generate and autograde {assignment_id} first")
     graded: dict[str, list[tuple]] = {}   # student -> [(notebook, grade_id, points, max, manual)]
-    with Gradebook(f"sqlite:///{database}", course.course_id) as gb:
+    with Gradebook(url, course.course_id) as gb:
         try:
             assignment = gb.find_assignment(assignment_id)
         except MissingEntry:
-            raise ReportError(f"{assignment_id} is not in the gradebook {database}") from None
+            raise ReportError(f"{assignment_id} is not in the gradebook {gradebook.display(url)}") from None
         expected = [(nb.name, c.name, float(c.max_score)) for nb in assignment.notebooks
                     for c in list(nb.grade_cells) + list(nb.task_cells)]
         for submission in assignment.submissions:

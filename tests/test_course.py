@@ -98,3 +98,48 @@ def test_the_course_file_can_be_named_by_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_COURSE_FILE", str(tmp_path / "missing.yml"))
     with pytest.raises(CourseError, match="named by GANKIT_COURSE_FILE"):
         load_course()
+
+
+def test_the_gradebook_is_sqlite_in_the_runtime_unless_named(tmp_path, monkeypatch):
+    """course.yml's grading.gradebook_url names another database; GANKIT_GRADEBOOK_URL overrides both."""
+    monkeypatch.delenv("GANKIT_GRADEBOOK_URL", raising=False)
+    monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(tmp_path / "runtime"))
+    course = load_course()
+    assert course.gradebook_url == f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
+    c = Config()
+    configure(c, course)
+    assert c.CourseDirectory.db_url == course.gradebook_url, "nbgrader opens the same gradebook"
+    other = tmp_path / "course.yml"
+    other.write_text((REPO_ROOT / "course" / "course.yml").read_text().replace(
+        "\ngrading:\n", "\ngrading:\n  gradebook_url: postgresql://grader@dbhost/gan_course\n", 1))
+    assert load_course(other).gradebook_url == "postgresql+psycopg://grader@dbhost/gan_course", \
+        "plain postgresql:// means psycopg2 to SQLAlchemy; the kit installs psycopg 3"
+    monkeypatch.setenv("GANKIT_GRADEBOOK_URL", "postgresql+psycopg://ta@elsewhere/gan_course")
+    assert load_course(other).gradebook_url == "postgresql+psycopg://ta@elsewhere/gan_course"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://grader:s3cret@dbhost/gan_course", "is not a supported gradebook URL; write SQLite or PostgreSQL"),
+    ("postgres://grader:s3cret@dbhost/gan_course", "e.g. postgresql+psycopg://grader@dbhost/gan_course"),
+    ("sqlite:///gradebook.db", "needs an absolute path, four slashes in all"),
+])
+def test_a_wrong_gradebook_url_says_what_to_write_and_hides_the_password(tmp_path, monkeypatch, url, message):
+    monkeypatch.setenv("GANKIT_GRADEBOOK_URL", url)
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        load_course().gradebook_url
+    assert "GANKIT_GRADEBOOK_URL" in str(info.value) and "s3cret" not in str(info.value)
+    monkeypatch.delenv("GANKIT_GRADEBOOK_URL")
+    broken = tmp_path / "course.yml"
+    broken.write_text((REPO_ROOT / "course" / "course.yml").read_text().replace(
+        "\ngrading:\n", f"\ngrading:\n  gradebook_url: {url}\n", 1))
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        load_course(broken)
+    assert f"{broken}: grading.gradebook_url" in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_mask_password():
+    from grading.course import mask_password
+
+    assert mask_password("postgresql+psycopg://grader:p@ss:w0rd@dbhost:5432/gan?password=x&sslmode=require") == \
+        "postgresql+psycopg://grader:***@dbhost:5432/gan?password=***&sslmode=require"
+    assert mask_password("postgresql+psycopg://grader@dbhost/gan") == "postgresql+psycopg://grader@dbhost/gan"
