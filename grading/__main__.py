@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from grading import pipeline
+from grading.checks import AnswerKeyError
 from grading.course import REPO_ROOT, CourseError, load_course
 
 
@@ -27,6 +28,9 @@ def main(argv=None) -> int:
     auto = sub.add_parser("autograde", help="autograde collected submissions headless")
     auto.add_argument("assignment")
     auto.add_argument("--student", default=None)
+    keys = sub.add_parser("keys", help="build the answer keys of an assignment's hidden checks")
+    keys.add_argument("assignment")
+    keys.add_argument("--force", action="store_true", help="rebuild even when the source is unchanged")
     sub.add_parser("grades", help="export grades to CSV and print them")
     sub.add_parser("lock", help="print constraints.txt for the current environment")
     args = parser.parse_args(argv)
@@ -65,6 +69,13 @@ def main(argv=None) -> int:
             print(f"collected {len(students)}: {', '.join(students)}")
         elif args.command == "autograde":
             pipeline.autograde(course, args.assignment, args.student)
+        elif args.command == "keys":
+            from grading.checks import build_keys
+            built = build_keys(course, args.assignment, force=args.force)
+            for notebook, path in built.items():
+                print(f"{notebook}: {path}")
+            if not built:
+                print(f"{args.assignment} has no hidden checks (gankit.checks.hidden_check)")
         elif args.command == "feedback":
             pipeline.feedback(course, args.assignment)
         elif args.command == "grades":
@@ -76,7 +87,7 @@ def main(argv=None) -> int:
         elif args.command == "lock":
             from grading.lock import freeze
             sys.stdout.write(freeze())
-    except (CourseError, pipeline.PipelineError) as err:
+    except (CourseError, pipeline.PipelineError, AnswerKeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -26,7 +26,6 @@ import os
 import platform
 import queue
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,8 @@ class Job:
     sandbox: bool = True       # the kernel in bubblewrap (grading/sandbox.py)
     course_file: Path = REPO_ROOT / "course" / "course.yml"
     nbgrader_args: tuple = ()  # more nbgrader options, e.g. ("--GradingExecute.timeout=20",)
+    keys: tuple = ()           # ((notebook, answer-key JSON bytes), ...): compared outside the kernel
+    notebooks: tuple = ()      # ((notebook, (grade ids, ...)), ...): what the submission must contain
 
 
 @dataclass
@@ -81,17 +82,28 @@ def grade_submission(job: Job) -> Result:
     started = time.monotonic()
     gpu = job.gpu if job.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
     result = Result(job.assignment, job.student, job.submitted_at, "failed", gpu=gpu, host=platform.node())
+    problem = check_submission(job)
+    if problem:   # flagged with a reason a TA can act on, instead of an nbgrader traceback
+        result.reason = problem
+        return result
     scratch = Path(tempfile.mkdtemp(prefix=f"gankit-grade-{job.student}-"))
     try:
         shutil.copytree(job.submission_dir, scratch / "submitted" / job.student / job.assignment, symlinks=True)
         shutil.copy2(job.snapshot, scratch / "gradebook.db")
+        keys = scratch / "keys"   # beside the gradebook: never bound into the sandbox
+        for notebook, data in job.keys:
+            (keys / job.assignment).mkdir(parents=True, exist_ok=True)
+            (keys / job.assignment / f"{notebook}.json").write_bytes(data)
         env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(scratch), "MPLBACKEND": "Agg",
                "GANKIT_COURSE_FILE": str(job.course_file),
+               # the private copy, whatever course.yml or this worker's environment names
+               "GANKIT_GRADEBOOK_URL": f"sqlite:///{scratch / 'gradebook.db'}",
                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if job.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
-        command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force"]
+        command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
+                   f"--CompareHiddenChecks.keys_dir={keys}"]
         if job.sandbox:
             (scratch / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
             command += ["--GradingExecute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
@@ -120,6 +132,50 @@ def grade_submission(job: Job) -> Result:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def check_submission(job: Job) -> str | None:
+    """Why the submission cannot be graded as it stands (renamed, missing, unreadable or another
+    assignment's notebook), or None. nbgrader alone scores such a submission 0 without a word."""
+    import nbformat
+
+    present = sorted(p.name for p in job.submission_dir.glob("*.ipynb"))
+    rerun = f"then rerun `gankit grade {job.assignment} --student {job.student}`"
+    for name, grade_ids in job.notebooks:
+        path = job.submission_dir / f"{name}.ipynb"
+        if not path.is_file():
+            others = [p for p in present if p[:-6] not in dict(job.notebooks)]
+            if others:
+                return (f"{path.name} is missing; the submission has {', '.join(others)} instead (renamed?): "
+                        f"rename it in {job.submission_dir}, {rerun}")
+            return f"{path.name} is missing from the submission (no notebook of this assignment in {job.submission_dir})"
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as err:   # not JSON, not a notebook, an nbformat from the future
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            return (f"{path.name} is not a readable notebook ({detail}): ask the student for a copy saved by "
+                    f"Jupyter, put it in {job.submission_dir}, {rerun}")
+        found = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in nb.get("cells", [])}
+        # Less than half: a student who deleted a test cell still has the rest; assignments may share a
+        # name or two (`losses`, `test_training_ran`), never most of them.
+        if grade_ids and 2 * len(found & set(grade_ids)) < len(grade_ids):
+            return (f"{path.name} has only {len(found & set(grade_ids))} of this assignment's {len(grade_ids)} graded "
+                    f"cells: it looks like the notebook of another assignment (or most cells were deleted); ask the "
+                    f"student to resubmit, {rerun}")
+    return None
+
+
+def expected_notebooks(course: Course, assignment: str) -> tuple:
+    """((notebook, (grade ids of its graded and solution cells, ...)), ...) from the gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(gradebook_url(course), course.course_id) as gb:
+        try:
+            notebooks = gb.find_assignment(assignment).notebooks
+        except MissingEntry:
+            raise CourseError(f"{assignment} is not in the gradebook: generate and release it first") from None
+        return tuple((nb.name, tuple(sorted({c.name for c in nb.grade_cells} | {c.name for c in nb.solution_cells})))
+                     for nb in notebooks)
+
+
 def _scores(db: Path, job: Job) -> dict:
     from nbgrader.api import Gradebook
 
@@ -137,7 +193,7 @@ def _scores(db: Path, job: Job) -> dict:
 
 # --- the coordinator -----------------------------------------------------------------------------
 def gradebook_url(course: Course) -> str:
-    return f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
+    return course.gradebook_url   # SQLite in the runtime, or the database course.yml names
 
 
 def _ledger_table():
@@ -215,7 +271,8 @@ def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
 
 
 def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
-              force: bool = False, sandbox: bool = True, nbgrader_args: tuple = ()) -> tuple[list[Job], list[str]]:
+              force: bool = False, sandbox: bool = True, nbgrader_args: tuple = (),
+              keys: tuple = (), notebooks: tuple = ()) -> tuple[list[Job], list[str]]:
     """Collected submissions still to grade, and the students skipped as already graded."""
     submitted = course.runtime_dir / "submitted"
     done = ledger(course, assignment)
@@ -233,7 +290,8 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
             continue
         wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
         jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox,
-                        course_file=course.source_file, nbgrader_args=tuple(nbgrader_args)))
+                        course_file=course.source_file, nbgrader_args=tuple(nbgrader_args), keys=keys,
+                        notebooks=notebooks))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -247,13 +305,12 @@ def _content_hash(folder: Path) -> str:
 
 
 def _snapshot(course: Course) -> Path:
-    """A consistent copy of the gradebook (SQLite's backup API) for the jobs to read."""
+    """A consistent SQLite copy of the gradebook (SQLite or PostgreSQL) for the jobs to read."""
+    from grading import gradebook
+
     folder = course.runtime_dir / "grading"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"gradebook-snapshot-{os.getpid()}.db"
-    with sqlite3.connect(course.runtime_dir / "gradebook.db") as source, sqlite3.connect(target) as copy:
-        source.backup(copy)
-    return target
+    return gradebook.snapshot(gradebook_url(course), folder / f"gradebook-snapshot-{os.getpid()}.db")
 
 
 def visible_gpus() -> list[str]:
@@ -295,13 +352,23 @@ def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: 
         except SandboxError as err:
             raise CourseError(f"refusing to run students' code unsandboxed: {err}") from None
     ensure_runtime_layout(course)
-    if not (course.runtime_dir / "gradebook.db").is_file():
-        raise CourseError(f"no gradebook in {course.runtime_dir}: generate, release and collect {assignment} first")
+    from grading import gradebook
+
+    if not gradebook.exists(gradebook_url(course)):
+        raise CourseError(f"no gradebook at {gradebook.display(gradebook_url(course))}: "
+                          f"generate, release and collect {assignment} first")
+    from grading.checks import AnswerKeyError, build_keys
+
+    try:   # the instructor's notebook, run once here: its checks' results travel with each job
+        keys = tuple((name, path.read_bytes()) for name, path in build_keys(course, assignment).items())
+    except AnswerKeyError as err:
+        raise CourseError(str(err)) from None
     snapshot = _snapshot(course)
     results: dict[str, Result] = {}
     try:
         jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force, sandbox=sandbox,
-                                  nbgrader_args=nbgrader_args)
+                                  nbgrader_args=nbgrader_args, keys=keys,
+                                  notebooks=expected_notebooks(course, assignment))
         if skipped:
             print(f"gankit grade: {len(skipped)} submission(s) already graded at the same timestamp "
                   f"(--force regrades): {', '.join(skipped)}", file=sys.stderr)

@@ -96,6 +96,24 @@ def tampered(nb, sol, course=None):
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_blocks"]
 
 
+def forger(nb, sol, course=None):
+    # The textbook log(sigmoid) loss (right on the visible logits, inf on large ones) and a minimax
+    # loss with the wrong sign, "passing" its visible test because torch.allclose now always says
+    # yes; hidden_check is wrapped to claim a huge tolerance. The grader compares outside the
+    # kernel, with the answer key's tolerance: both loss tests score 0, the rest is graded as usual.
+    full(nb, sol)
+    _replace(nb, "losses", "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+             "return -torch.log(torch.sigmoid(real_logits)).mean() - torch.log(1 - torch.sigmoid(fake_logits)).mean()")
+    _replace(nb, "losses", "return -F.softplus(fake_logits).mean()", "return F.softplus(fake_logits).mean()")
+    _cells(nb)["losses"].source = (
+        "import math, torch, gankit.checks\n"
+        "torch.allclose = lambda *args, **kwargs: True\n"
+        "math.isclose = lambda *args, **kwargs: True\n"
+        "_report = gankit.checks.hidden_check\n"
+        "gankit.checks.hidden_check = lambda name, **outputs: _report(name, **{**outputs, 'rtol': 1e9, 'atol': 1e9})\n"
+        + _cells(nb)["losses"].source)
+
+
 def noisy(nb, sol, course=None):
     # Correct code that warns on stderr (as torch often does): nbgrader alone would score it 0.
     full(nb, sol)
@@ -111,6 +129,7 @@ def snoop(nb, sol, course: Course | None = None):
     # runs and scores full marks; any leak raises and costs the loss tests.
     full(nb, sol)
     secrets = [course.runtime_dir / "gradebook.db", course.runtime_dir / "source" / ASSIGNMENT / NOTEBOOK,
+               course.runtime_dir / "grading" / "keys",
                course.runtime_dir / "submitted" / "ada" / ASSIGNMENT / NOTEBOOK, "../../../gradebook.db"]
     probe = (f"import os\nfor secret in {[str(p) for p in secrets]!r}:\n"
              "    assert not os.path.exists(secret), f'sandbox leak: {secret}'\n"
@@ -167,6 +186,8 @@ CLASS = [
             lost={"test_train_step": 4, "test_training_ran": 2}, manual=4.0),
     Student("tam", "edited a test cell to `pass`, deleted another", tampered,
             lost={"test_generator_losses": 3}, manual=3.0),
+    Student("forge", "wrong losses; monkeypatches torch.allclose and hidden_check", forger,
+            lost={"test_discriminator_loss": 3, "test_generator_losses": 3}, manual=4.0),
     Student("noisy", "correct, but warns on stderr", noisy, manual=4.0),
     Student("late", "correct, two days late", full, manual=None, days_late=1.5),
 ]
@@ -207,7 +228,7 @@ def backdate_late_submissions(course: Course, students=CLASS) -> None:
 def late_penalties(course: Course) -> dict[str, float]:
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+    with Gradebook(course.gradebook_url, course.course_id) as gb:
         return {s.student.id: float(s.late_submission_penalty or 0)
                 for s in gb.find_assignment(ASSIGNMENT).submissions}
 

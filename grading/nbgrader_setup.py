@@ -11,6 +11,7 @@ AUTOGRADE_PREPROCESSORS = [
     "grading.preprocessors.GradingExecute",
     "grading.preprocessors.RelabelStderr",
     "grading.preprocessors.MarkUnrunTestCells",
+    "grading.checks.CompareHiddenChecks",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -56,6 +57,9 @@ def configure_autograde(c, grading: Grading, parameters: dict) -> None:
     c.GradingExecute.timeout = grading.cell_timeout_s
     c.GradingExecute.notebook_timeout = grading.notebook_timeout_s
     c.GradingExecute.max_kernel_restarts = grading.max_kernel_restarts
+    c.GradingExecute.max_output_bytes = int(grading.max_output_mb * 2**20)
+    # Read only when grading in the sandbox (grading/sandbox.py); harmless otherwise.
+    c.SandboxedKernelManager.max_procs = grading.max_processes
     c.InjectGradingParameters.parameters = parameters
 
 
@@ -85,9 +89,14 @@ def configure(c, course: Course) -> None:
     ensure_runtime_layout(course)
     configure_exchange(c, course)
     c.CourseDirectory.root = str(course.runtime_dir)
-    c.CourseDirectory.db_url = f"sqlite:///{course.runtime_dir / 'gradebook.db'}"
+    c.CourseDirectory.db_url = course.gradebook_url
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
     configure_autograde(c, course.grading, grading_parameters(course))
+    # Hidden checks are compared with answer keys kept here, outside every kernel (grading/checks.py),
+    # and feedback never shows the hidden tests themselves (nbgrader's own does: jupyter/nbgrader#917).
+    c.CompareHiddenChecks.keys_dir = str(course.runtime_dir / "grading" / "keys")
+    c.GenerateFeedback.preprocessors = ["grading.checks.HideHiddenTests", "nbgrader.preprocessors.GetGrades",
+                                        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
     c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
     c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
     c.CourseLatePolicy.max_days = course.late_policy.max_days

@@ -68,7 +68,7 @@ def generate(course: Course, assignment_id: str) -> Path:
     week = course.week_of(assignment_id)
     if not week.assignment_dir().is_dir():
         raise PipelineError(f"assignments/{assignment_id}/ does not exist yet (course.yml lists week {week.week})")
-    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+    with Gradebook(course.gradebook_url, course.course_id) as gb:
         gb.update_or_create_assignment(assignment_id, duedate=week.due)
     nbgrader(course, "generate_assignment", assignment_id, "--force")
     return course.runtime_dir / "release" / assignment_id
@@ -122,7 +122,16 @@ def collect(course: Course, assignment_id: str) -> None:
 
 
 def autograde(course: Course, assignment_id: str, student_id: str | None = None) -> None:
-    """Sanitize, inject parameters, execute and score (grading/preprocessors.py), headless."""
+    """Sanitize, inject parameters, execute and score (grading/preprocessors.py), headless.
+
+    The answer keys of hidden checks are built (or found up to date) first: grading/checks.py.
+    """
+    from grading.checks import AnswerKeyError, build_keys
+
+    try:
+        build_keys(course, assignment_id)
+    except AnswerKeyError as err:
+        raise PipelineError(str(err)) from None
     args = ["autograde", assignment_id, "--force"]
     if student_id:
         args.append(f"--student={student_id}")
@@ -157,7 +166,7 @@ def cell_scores(course: Course, assignment_id: str) -> dict[str, dict[str, CellS
     from nbgrader.api import Gradebook
 
     table: dict[str, dict[str, CellScore]] = {}
-    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+    with Gradebook(course.gradebook_url, course.course_id) as gb:
         assignment = gb.find_assignment(assignment_id)
         for submission in assignment.submissions:
             row = {}
@@ -175,7 +184,7 @@ def set_manual_grade(course: Course, assignment_id: str, student_id: str, grade_
     """What formgrader's score box does for a hand-graded cell."""
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course.runtime_dir / 'gradebook.db'}", course.course_id) as gb:
+    with Gradebook(course.gradebook_url, course.course_id) as gb:
         submission = gb.find_submission(assignment_id, student_id)
         for notebook in submission.notebooks:
             for grade in notebook.grades:

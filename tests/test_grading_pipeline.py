@@ -2,6 +2,7 @@
 own example course graded exactly as plain nbgrader grades it."""
 from __future__ import annotations
 
+import html as htmllib
 import json
 import os
 import re
@@ -78,12 +79,29 @@ def test_feedback_tells_each_student_what_happened(demo):
     assert "CellTimeoutError" in html["loop"]
     assert "[stderr]" in html["noisy"]
     assert "was missing from the submission" in html["tam"]
+    assert "HiddenCheckFailed" in html["forge"] and "hidden check 'extreme logits': failed" in html["forge"]
+    # nbgrader's own feedback shows the hidden tests (jupyter/nbgrader#917); ours shows none of their lines
+    source = nbformat.read(course.week_of("week01_gan_foundations").assignment_dir() / "gan_foundations.ipynb",
+                           as_version=4)
+    hidden, public = [], set()
+    for cell in source.cells:
+        for block in HIDDEN_BLOCK.findall(cell.source):
+            hidden += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 12]
+        public |= {ln.strip() for ln in HIDDEN_BLOCK.sub("", cell.source).splitlines()}
+    hidden = [ln for ln in hidden if ln not in public]
+    assert len(hidden) > 20
+    for page in feedback.rglob("*.html"):
+        text = htmllib.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert "BEGIN HIDDEN TESTS" not in text, page
+        leaked = [ln for ln in hidden if ln in text]
+        assert not leaked, f"{page} shows hidden test lines: {leaked[:3]}"
     released = course.exchange_dir / course.course_id / "feedback"
     from grading.demo import CLASS, HOSTILE
     assert len(list(released.rglob("*.html"))) == len(CLASS + HOSTILE), "feedback is released to every student"
 
 
 BLOCK = re.compile(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END[^\n]*", re.S)
+HIDDEN_BLOCK = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 
 
 def _solution_lines(source_nb) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from grading import demo, pipeline, report
+from grading.checks import build_keys
 from grading.course import load_course
 from grading.preprocessors import MarkUnrunTestCells, _error_output
 
@@ -203,6 +204,7 @@ def graded(tmp_path_factory):
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{NOTEBOOK}.ipynb")
         (folder / "timestamp.txt").write_text("2027-01-12 10:00:00.000000 UTC")
+    build_keys(course, ASSIGNMENT)   # what pipeline.autograde and gankit grade do before nbgrader runs
     pipeline.nbgrader(course, "autograde", ASSIGNMENT, "--force", f"--GradingExecute.timeout={CELL_TIMEOUT_S}")
     pipeline.set_manual_grade(course, ASSIGNMENT, "ada", WRITTEN, 2.0)
     return course
