@@ -74,7 +74,7 @@ def test_feedback_tells_each_student_what_happened(demo):
     _, course = demo
     feedback = course.runtime_dir / "feedback"
     html = {s: (feedback / s / "week01_gan_foundations" / "gan_foundations.html").read_text()
-            for s in ("seg", "loop", "noisy", "tam")}
+            for s in ("seg", "loop", "noisy", "tam", "forge")}
     assert "KernelDied" in html["seg"]
     assert "CellTimeoutError" in html["loop"]
     assert "[stderr]" in html["noisy"]
