@@ -57,6 +57,7 @@ class Job:
     nbgrader_args: tuple = ()  # more nbgrader options, e.g. ("--GradingExecute.timeout=20",)
     keys: tuple = ()           # ((notebook, answer-key JSON bytes), ...): compared outside the kernel
     notebooks: tuple = ()      # ((notebook, (grade ids, ...)), ...): what the submission must contain
+    threads: int = 0           # the kernel's torch/OpenMP threads (0: the library's default)
 
 
 @dataclass
@@ -102,6 +103,8 @@ def grade_submission(job: Job) -> Result:
                "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if job.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
+        if job.threads:   # passed on into the sandbox: kernels side by side do not fight over cores
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job.threads)
         command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
                    f"--CompareHiddenChecks.keys_dir={keys}"]
         if job.sandbox:
@@ -402,10 +405,14 @@ def _run(jobs: list[Job], *, workers: int | None, gpus: str, scheduler: str | No
     for i in range(workers):  # round-robin: with more workers than GPUs, GPUs are shared
         slots.put(gpus[i % len(gpus)] if gpus else "")
 
+    # torch starts a thread per core in every kernel: W kernels side by side would each take all
+    # the cores and waste a quarter of them switching (measured on 2 cores, 2 workers).
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
     def on_a_slot(job: Job) -> Result:
         slot = slots.get()
         try:
-            return grade_submission(Job(**{**job.__dict__, "gpu": slot}))
+            return grade_submission(Job(**{**job.__dict__, "gpu": slot, "threads": threads}))
         finally:
             slots.put(slot)
 

@@ -108,6 +108,15 @@ def test_folders_under_tmp_are_bound_after_the_private_tmp(tmp_path, monkeypatch
     assert binds and all(i > tmpfs for i in binds), cmd
 
 
+def test_the_graders_thread_share_reaches_the_kernel(tmp_path, monkeypatch):
+    # gankit grade sets OMP_NUM_THREADS per job; --clearenv would drop it on the way in.
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    cmd = sandbox.sandbox_command(["python"], workdir=tmp_path / "work", shared=tmp_path / "shared")
+    settings = {cmd[i + 1]: cmd[i + 2] for i, word in enumerate(cmd) if word == "--setenv"}
+    assert settings["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in settings
+
+
 def test_without_bubblewrap_grading_refuses_and_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap.*--no-sandbox"):
@@ -236,3 +245,13 @@ def test_endless_output_in_the_sandbox_is_stopped_at_the_output_limit(tmp_path):
     assert flood.outputs[-1].ename == "OutputLimit" and "grading.max_output_mb" in flood.outputs[-1].evalue
     assert len(nbformat.writes(nb)) < 200_000
     assert utils.determine_grade(nb.cells[2])[0] == 1
+
+
+def test_the_kernels_home_starts_with_the_graders_font_list(tmp_path, monkeypatch):
+    # A fresh home per kernel would make matplotlib rebuild its font list in every notebook.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    (tmp_path / "cache" / "matplotlib").mkdir(parents=True)
+    (tmp_path / "cache" / "matplotlib" / "fontlist-v3.json").write_text('{"ttflist": []}')
+    sandbox.sandbox_command(["python"], workdir=tmp_path / "work", shared=tmp_path / "shared")
+    assert (tmp_path / "shared" / "home" / ".cache" / "matplotlib" / "fontlist-v3.json").read_text() == '{"ttflist": []}'
