@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from grading import pipeline
-from grading.checks import AnswerKeyError
 from grading.course import REPO_ROOT, CourseError, load_course
 
 
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
         elif args.command == "lock":
             from grading.lock import freeze
             sys.stdout.write(freeze())
-    except (CourseError, pipeline.PipelineError, AnswerKeyError) as err:
+    except (CourseError, pipeline.PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -360,12 +360,10 @@ def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: 
     if not gradebook.exists(gradebook_url(course)):
         raise CourseError(f"no gradebook at {gradebook.display(gradebook_url(course))}: "
                           f"generate, release and collect {assignment} first")
-    from grading.checks import AnswerKeyError, build_keys
+    from grading.checks import build_keys
 
-    try:   # the instructor's notebook, run once here: its checks' results travel with each job
-        keys = tuple((name, path.read_bytes()) for name, path in build_keys(course, assignment).items())
-    except AnswerKeyError as err:
-        raise CourseError(str(err)) from None
+    # the instructor's notebook, run once here: its checks' results travel with each job
+    keys = tuple((name, path.read_bytes()) for name, path in build_keys(course, assignment).items())
     snapshot = _snapshot(course)
     results: dict[str, Result] = {}
     try:

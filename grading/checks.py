@@ -27,26 +27,23 @@ import tempfile
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
-from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import Unicode
 
 from gankit.checks import DTYPES, MAX_PAYLOAD_BYTES, MIME
+from grading.course import CourseError
+from grading.preprocessors import _is_test_cell
 
 KEY_FORMAT = 2
 MAX_ELEMENTS = 1 << 24
 
 
-class AnswerKeyError(RuntimeError):
+class AnswerKeyError(CourseError):
     """An answer key is missing, stale, or the instructor's own notebook fails its checks."""
 
 
 class Malformed(ValueError):
     """What a kernel reported is not data that hidden_check could have produced."""
-
-
-def _is_test_cell(cell) -> bool:
-    return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
 
 
 def _sha256(text: str) -> str:

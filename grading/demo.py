@@ -77,15 +77,17 @@ def partial(nb, sol, course=None):
     _cells(nb)[WRITTEN].source = "The minimax loss saturates when D wins, so G learns slowly."
 
 
-def kernel_crash(nb, sol, course=None):
-    # A segfault inside train_step (think: a broken CUDA extension).
-    full(nb, sol)
-    _replace(nb, "train_step", "fake = G(z)", "import ctypes; ctypes.string_at(0)  # segfaults\n    fake = G(z)")
+def in_train_step(code: str) -> Callable:
+    """A persona: correct work, except that train_step first runs ``code`` (indented for its body)."""
+    def edit(nb, sol, course=None):
+        full(nb, sol)
+        _replace(nb, "train_step", "fake = G(z)", code + "\n    fake = G(z)")
+    return edit
 
 
-def infinite_loop(nb, sol, course=None):
-    full(nb, sol)
-    _replace(nb, "train_step", "fake = G(z)", "while True:  # waits for a condition that never comes\n        pass\n    fake = G(z)")
+# A segfault inside train_step (think: a broken CUDA extension).
+kernel_crash = in_train_step("import ctypes; ctypes.string_at(0)  # segfaults")
+infinite_loop = in_train_step("while True:  # waits for a condition that never comes\n        pass")
 
 
 def tampered(nb, sol, course=None):
@@ -138,14 +140,8 @@ def snoop(nb, sol, course: Course | None = None):
     _cells(nb)["losses"].source = probe + _cells(nb)["losses"].source
 
 
-def quitter(nb, sol, course=None):
-    full(nb, sol)
-    _replace(nb, "train_step", "fake = G(z)", "import sys; sys.exit('giving up')\n    fake = G(z)")
-
-
-def memory_bomb(nb, sol, course=None):
-    full(nb, sol)
-    _replace(nb, "train_step", "fake = G(z)", "hog = bytearray(64 * 2**30)  # 64 GiB\n    fake = G(z)")
+quitter = in_train_step("import sys; sys.exit('giving up')")
+memory_bomb = in_train_step("hog = bytearray(64 * 2**30)  # 64 GiB")
 
 
 def flood(nb, sol, course=None):

@@ -187,7 +187,7 @@ class GradingExecute(Execute):
                 if "CellTimeoutError" in errors and budget_bound:
                     stop_reason = (f"the notebook's time budget ({self.notebook_timeout} s, course.yml "
                                    "grading.notebook_timeout_s) ran out")
-                elif not errors & {"CellTimeoutError", "OutputLimit"}:
+                elif not self._was_interrupted(cell):
                     replayable.append(index)    # a cell that was stopped half-way is not replayed
             self.timeout = cell_timeout
         self.set_widgets_metadata()

@@ -14,18 +14,11 @@ import pytest
 
 from grading import batch, pipeline, report
 from grading.course import REPO_ROOT
-from grading.demo import ASSIGNMENT, AUTOGRADED, NOTEBOOK, Student, _cells, _replace, full, solutions, untouched
+from grading.demo import ASSIGNMENT, AUTOGRADED, NOTEBOOK, Student, _cells, full, in_train_step, solutions, untouched
 from grading.sandbox import SandboxError, check_sandbox
 
 pytestmark = pytest.mark.slow
 FILE_LIMIT_MB = 64   # the 1 GB write stops here (course default: 512 MB)
-
-
-def _in_train_step(code):
-    def edit(nb, sol, course=None):
-        full(nb, sol)
-        _replace(nb, "train_step", "fake = G(z)", code + "\n    fake = G(z)")
-    return edit
 
 
 def network(nb, sol, course=None):
@@ -39,15 +32,15 @@ def network(nb, sol, course=None):
 
 LOSES_TRAINING = {"test_train_step": 4, "test_training_ran": 2}
 GRADED = [
-    Student("exit", "os._exit(3) in train_step", _in_train_step("import os; os._exit(3)"),
+    Student("exit", "os._exit(3) in train_step", in_train_step("import os; os._exit(3)"),
             lost=LOSES_TRAINING),
-    Student("killer", "SIGKILLs its own kernel", _in_train_step("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+    Student("killer", "SIGKILLs its own kernel", in_train_step("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
             lost=LOSES_TRAINING),
-    Student("forkbomb", "while True: os.fork() in train_step", _in_train_step(
+    Student("forkbomb", "while True: os.fork() in train_step", in_train_step(
         "import os\n    while True:\n        os.fork()"), lost=LOSES_TRAINING),
     Student("oom", "asks its device for 4 TiB (GPU out of memory; on a CPU grader, CPU)",
-            _in_train_step("hog = torch.empty(2**42, dtype=torch.uint8, device=real.device)"), lost=LOSES_TRAINING),
-    Student("bigfile", "writes a 1 GB file", _in_train_step(
+            in_train_step("hog = torch.empty(2**42, dtype=torch.uint8, device=real.device)"), lost=LOSES_TRAINING),
+    Student("bigfile", "writes a 1 GB file", in_train_step(
         "with open('checkpoint.bin', 'wb') as f:\n        for _ in range(1024):\n            f.write(bytes(2**20))"),
         lost=LOSES_TRAINING),
     Student("net", "tries the internet and the grader's ports", network),
