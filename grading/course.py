@@ -2,11 +2,13 @@
 
 Everything else (nbgrader's configuration, the syllabus, the grading pipeline, the demo) asks this
 module, so nothing about the course is written twice. A malformed file fails with the file name,
-the key that is wrong and what to write instead.
+the key that is wrong and what to write instead; so does a key this module does not know (a
+misspelt ``late_polcy:`` would otherwise silently mean no late penalty).
 """
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +23,40 @@ COURSE_FILE = REPO_ROOT / "course" / "course.yml"
 
 class CourseError(ValueError):
     """course.yml is missing, malformed, or contradicts itself."""
+
+
+# Every key course.yml may hold, level by level ("" is the top level; "weeks[]" and "papers[]" one
+# entry of those lists). A key missing here is refused with its name and the file, so a misspelling
+# cannot silently turn into a default. grading.parameters is free-form: its keys are the names of
+# the notebooks' parameters (checked to be Python names).
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("course_id", "title", "term", "instructors", "timezone", "paths", "grading", "late_policy", "weeks"),
+    "paths": ("runtime", "exchange"),
+    "grading": ("cell_timeout_s", "notebook_timeout_s", "max_kernel_restarts", "max_processes", "max_output_mb",
+                "gradebook_url", "parameters"),
+    "late_policy": ("penalty_per_day", "max_days"),
+    "weeks[]": ("week", "title", "release", "due", "notebook", "assignment", "points", "papers"),
+    "papers[]": ("title", "authors", "venue", "year", "link"),
+}
+
+
+def reject_unknown_keys(mapping: dict, known: tuple[str, ...], where: str, source: Path) -> None:
+    """Raise CourseError naming the first key of ``mapping`` not in ``known``, with the closest known one.
+
+    ``where`` is the mapping's place in the file ("" for the top level, "grading", "weeks[2]").
+    """
+    for key in mapping:
+        if key in known:
+            continue
+        name = str(key)   # YAML keys may be numbers or booleans (`yes:` is True)
+        place = f"{where}.{name}" if where else name
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean '{where + '.' if where else ''}{close[0]}'?"
+        else:
+            hint = f"the keys {'in ' + where if where else 'at the top level'} are: {', '.join(known)}"
+        level = "" if where else " at the top level"
+        raise CourseError(f"{source}: unknown key '{place}'{level}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -166,9 +202,15 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
         named = " (named by GANKIT_COURSE_FILE)" if source != COURSE_FILE else ""
         raise CourseError(f"{source}{named}: not found; the course definition lives in course/course.yml") from None
     except yaml.YAMLError as err:
-        raise CourseError(f"{source}: not valid YAML ({err}); fix the line it names") from None
+        # PyYAML's own message spans several lines; the CLI prints one.
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).replace("\n", " ")
+        raise CourseError(f"{source}: not valid YAML{where} ({problem}); fix that line") from None
     if not isinstance(raw, dict):
         raise CourseError(f"{source}: expected a mapping at the top level")
+
+    reject_unknown_keys(raw, KNOWN_KEYS[""], "", source)
 
     def need(mapping: dict, key: str, kind: type | tuple, where: str) -> Any:
         if key not in mapping:
@@ -179,15 +221,54 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
             raise CourseError(f"{source}: {where}.{key} must be {names}, got {value!r}")
         return value
 
-    paths = raw.get("paths", {}) or {}
-    runtime = Path(os.environ.get("GANKIT_COURSE_RUNTIME") or paths.get("runtime", "runtime"))
+    def section(mapping: dict, key: str, known: tuple[str, ...] | None, where: str) -> dict:
+        """The mapping under ``key`` (absent or empty: {}), its keys checked against ``known``."""
+        value = mapping.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise CourseError(f"{source}: {where} must be a mapping of keys, got {value!r}")
+        if known is not None:
+            reject_unknown_keys(value, known, where, source)
+        return value
+
+    def text(mapping: dict, key: str, default: str, where: str) -> str:
+        value = mapping.get(key, default)
+        if not isinstance(value, str):
+            raise CourseError(f"{source}: {where} must be text, got {value!r}")
+        return value
+
+    def whole_number(mapping: dict, key: str, default: int, where: str, minimum: int, hint: str = "") -> int:
+        value = mapping.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise CourseError(f"{source}: {where} must be a whole number of at least {minimum}{hint}; got {value!r}")
+        return value
+
+    def fraction(mapping: dict, key: str, default: float, where: str, hint: str) -> float:
+        value = mapping.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise CourseError(f"{source}: {where} must be a number between 0 and 1{hint}; got {value!r}")
+        return float(value)
+
+    paths = section(raw, "paths", KNOWN_KEYS["paths"], "paths")
+    runtime = Path(os.environ.get("GANKIT_COURSE_RUNTIME") or text(paths, "runtime", "runtime", "paths.runtime"))
     runtime = runtime if runtime.is_absolute() else (source.parent.parent / runtime)
-    exchange = Path(paths.get("exchange", "exchange"))
+    exchange = Path(text(paths, "exchange", "exchange", "paths.exchange"))
     exchange = exchange if exchange.is_absolute() else runtime / exchange
+    instructors = raw.get("instructors", [])
+    if not isinstance(instructors, list) or not all(isinstance(name, str) for name in instructors):
+        raise CourseError(f"{source}: instructors must be a list of names, e.g. [\"Course staff\"]; got {instructors!r}")
 
     weeks = []
     for i, entry in enumerate(need(raw, "weeks", list, "the file")):
         where = f"weeks[{i}]"
+        if not isinstance(entry, dict):
+            raise CourseError(f"{source}: {where} must be a mapping (week: ..., title: ...), got {entry!r}")
+        reject_unknown_keys(entry, KNOWN_KEYS["weeks[]"], where, source)
+        for j, p in enumerate(need(entry, "papers", list, where)):
+            if not isinstance(p, dict):
+                raise CourseError(f"{source}: {where}.papers[{j}] must be a mapping (title: ..., authors: ...), got {p!r}")
+            reject_unknown_keys(p, KNOWN_KEYS["papers[]"], f"{where}.papers[{j}]", source)
         papers = tuple(
             Paper(
                 title=need(p, "title", str, f"{where}.papers[{j}]"),
@@ -223,12 +304,19 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
         if w.due.date() <= w.release:
             raise CourseError(f"{source}: week {w.week} is due ({w.due}) before it is released ({w.release})")
 
-    grading_raw = raw.get("grading", {}) or {}
-    late_raw = raw.get("late_policy", {}) or {}
-    max_processes = grading_raw.get("max_processes", 512)
-    if isinstance(max_processes, bool) or not isinstance(max_processes, int) or max_processes < 16:
-        raise CourseError(f"{source}: grading.max_processes must be a whole number of at least 16 (a kernel "
-                          f"alone runs about 15 threads), e.g. 512; got {max_processes!r}")
+    grading_raw = section(raw, "grading", KNOWN_KEYS["grading"], "grading")
+    late_raw = section(raw, "late_policy", KNOWN_KEYS["late_policy"], "late_policy")
+    parameters = section(grading_raw, "parameters", None, "grading.parameters")
+    for name in parameters:
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise CourseError(f"{source}: grading.parameters: {name!r} is not a Python name, so no notebook "
+                              "can have it as a parameter (write e.g. SMOKE: true)")
+    cell_timeout_s = whole_number(grading_raw, "cell_timeout_s", 120, "grading.cell_timeout_s", 1, " (seconds)")
+    notebook_timeout_s = whole_number(grading_raw, "notebook_timeout_s", 900, "grading.notebook_timeout_s", 1,
+                                      " (seconds)")
+    max_kernel_restarts = whole_number(grading_raw, "max_kernel_restarts", 2, "grading.max_kernel_restarts", 0)
+    max_processes = whole_number(grading_raw, "max_processes", 512, "grading.max_processes", 16,
+                                 " (a kernel alone runs about 15 threads), e.g. 512")
     max_output_mb = grading_raw.get("max_output_mb", 16)
     if isinstance(max_output_mb, bool) or not isinstance(max_output_mb, (int, float)) or max_output_mb <= 0:
         raise CourseError(f"{source}: grading.max_output_mb must be a positive number of megabytes, e.g. 16; "
@@ -238,26 +326,26 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
         if not isinstance(gradebook_url, str):
             raise CourseError(f"{source}: grading.gradebook_url must be a URL string, got {type(gradebook_url).__name__}")
         checked_gradebook_url(gradebook_url, f"{source}: grading.gradebook_url")
+    penalty_per_day = fraction(late_raw, "penalty_per_day", 0.0, "late_policy.penalty_per_day",
+                               " (the share of the score off per day late, e.g. 0.10)")
+    max_days = whole_number(late_raw, "max_days", 0, "late_policy.max_days", 0, " (days late still accepted)")
     return Course(
         course_id=need(raw, "course_id", str, "the file"),
         title=need(raw, "title", str, "the file"),
         term=need(raw, "term", str, "the file"),
-        timezone=raw.get("timezone", "UTC"),
+        timezone=text(raw, "timezone", "UTC", "timezone"),
         runtime_dir=runtime.resolve(),
         exchange_dir=exchange.resolve(),
         grading=Grading(
-            cell_timeout_s=int(grading_raw.get("cell_timeout_s", 120)),
-            notebook_timeout_s=int(grading_raw.get("notebook_timeout_s", 900)),
-            max_kernel_restarts=int(grading_raw.get("max_kernel_restarts", 2)),
-            parameters=dict(grading_raw.get("parameters", {}) or {}),
+            cell_timeout_s=cell_timeout_s,
+            notebook_timeout_s=notebook_timeout_s,
+            max_kernel_restarts=max_kernel_restarts,
+            parameters=dict(parameters),
             gradebook_url=gradebook_url or None,
             max_processes=max_processes,
             max_output_mb=float(max_output_mb),
         ),
-        late_policy=LatePolicy(
-            penalty_per_day=float(late_raw.get("penalty_per_day", 0.0)),
-            max_days=int(late_raw.get("max_days", 0)),
-        ),
+        late_policy=LatePolicy(penalty_per_day=penalty_per_day, max_days=max_days),
         weeks=tuple(weeks),
         source_file=source.resolve(),
     )

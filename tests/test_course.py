@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from traitlets.config import Config
 
-from grading.course import REPO_ROOT, CourseError, load_course
+from grading.course import REPO_ROOT, CourseError, LatePolicy, load_course
 from grading.nbgrader_setup import configure
 from grading.syllabus import render
 
@@ -66,14 +66,14 @@ def test_nbgrader_config_comes_from_course_yml(course_runtime):
     (lambda t: t.replace("course_id: gan-course\n", ""), "lacks the key 'course_id'"),
     (lambda t: t.replace("  - week: 2\n", "  - week: 3\n", 1), "numbered 1..12"),
     (lambda t: t.replace("    due: 2027-01-18T23:59:00", "    due: 2027-01-01T23:59:00"), "before it is released"),
-    (lambda t: t.replace("weeks:", "weeks: [\n"), "not valid YAML"),
+    (lambda t: t.replace("weeks:", "weeks: [\n"), "not valid YAML at line "),
 ])
 def test_malformed_course_file_names_the_problem(tmp_path, edit, message):
     broken = tmp_path / "course.yml"
     broken.write_text(edit((REPO_ROOT / "course" / "course.yml").read_text()))
     with pytest.raises(CourseError, match=re.escape(message)) as info:
         load_course(broken)
-    assert str(broken) in str(info.value)
+    assert str(broken) in str(info.value) and "\n" not in str(info.value), "one line for the CLI"
 
 
 def test_runtime_folder_is_configurable(tmp_path, monkeypatch):
@@ -143,3 +143,84 @@ def test_mask_password():
     assert mask_password("postgresql+psycopg://grader:p@ss:w0rd@dbhost:5432/gan?password=x&sslmode=require") == \
         "postgresql+psycopg://grader:***@dbhost:5432/gan?password=***&sslmode=require"
     assert mask_password("postgresql+psycopg://grader@dbhost/gan") == "postgresql+psycopg://grader@dbhost/gan"
+
+
+def _course_text() -> str:
+    return (REPO_ROOT / "course" / "course.yml").read_text()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("\nlate_policy:\n", "\nlate_polcy:\n", "unknown key 'late_polcy' at the top level; did you mean 'late_policy'?"),
+    ("  cell_timeout_s: 120", "  cell_timout_s: 120",
+     "unknown key 'grading.cell_timout_s'; did you mean 'grading.cell_timeout_s'?"),
+    ("  exchange: exchange\n", "  exchnge: exchange\n", "unknown key 'paths.exchnge'; did you mean 'paths.exchange'?"),
+    ("  max_days: 3", "  max_day: 3", "unknown key 'late_policy.max_day'; did you mean 'late_policy.max_days'?"),
+    ("    due: 2027-01-25T23:59:00", "    dew: 2027-01-25T23:59:00",
+     "unknown key 'weeks[1].dew'; did you mean 'weeks[1].due'?"),
+    ('authors: "Goodfellow et al."', 'author: "Goodfellow et al."',
+     "unknown key 'weeks[0].papers[0].author'; did you mean 'weeks[0].papers[0].authors'?"),
+    ("\ntimezone:", "\ncolour: blue\ntimezone:", "unknown key 'colour' at the top level; the keys at the top level "
+     "are: course_id, title, term, instructors, timezone, paths, grading, late_policy, weeks"),
+])
+def test_an_unknown_key_is_an_error_naming_it_and_the_file(tmp_path, old, new, message):
+    """A misspelt key used to be ignored: `late_polcy:` meant no late penalty at all."""
+    text = _course_text()
+    assert text.count(old) == 1, old
+    broken = tmp_path / "course.yml"
+    broken.write_text(text.replace(old, new))
+    with pytest.raises(CourseError) as info:
+        load_course(broken)
+    assert str(info.value) == f"{broken}: {message}"
+
+
+def _replace_once(old: str, new: str):
+    def edit(text: str) -> str:
+        assert text.count(old) == 1, old
+        return text.replace(old, new)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: re.sub(r"\nlate_policy:\n(  .*\n)+", "\nlate_policy: 10%\n", t),
+     "late_policy must be a mapping of keys, got '10%'"),
+    (_replace_once("  cell_timeout_s: 120", "  cell_timeout_s: 2 min"),
+     "grading.cell_timeout_s must be a whole number of at least 1"),
+    (_replace_once("  max_kernel_restarts: 2", "  max_kernel_restarts: -1"),
+     "grading.max_kernel_restarts must be a whole number"),
+    (_replace_once("  penalty_per_day: 0.10", "  penalty_per_day: 10"),
+     "late_policy.penalty_per_day must be a number between 0 and 1"),
+    (_replace_once("  max_days: 3", "  max_days: three"), "late_policy.max_days must be a whole number of at least 0"),
+    (_replace_once("    SMOKE: true", "    SMOKE MODE: true"), "grading.parameters: 'SMOKE MODE' is not a Python name"),
+    (_replace_once("  exchange: exchange\n", "  exchange: [a, b]\n"), "paths.exchange must be text"),
+    (_replace_once('timezone: "UTC"', "timezone: 0"), "timezone must be text"),
+    (_replace_once('instructors: ["Course staff"]', "instructors: Course staff"), "instructors must be a list of names"),
+    (_replace_once("\nweeks:\n", "\nweeks:\n  - week zero\n"), "weeks[0] must be a mapping"),
+])
+def test_a_known_key_of_the_wrong_kind_says_what_to_write(tmp_path, edit, message):
+    broken = tmp_path / "course.yml"
+    broken.write_text(edit(_course_text()))
+    with pytest.raises(CourseError, match=re.escape(message)) as info:
+        load_course(broken)
+    assert str(info.value).startswith(f"{broken}: ")
+
+
+def test_an_empty_section_takes_its_defaults(tmp_path):
+    empty = tmp_path / "course.yml"
+    empty.write_text(re.sub(r"\nlate_policy:\n(  .*\n)+", "\nlate_policy:\n", _course_text()))
+    assert load_course(empty).late_policy == LatePolicy(penalty_per_day=0.0, max_days=0)
+
+
+def test_the_course_commands_print_one_line_for_a_misspelt_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "course.yml"
+    broken.write_text(_course_text().replace("\nlate_policy:\n", "\nlate_polcy:\n"))
+    env = {**os.environ, "GANKIT_COURSE_FILE": str(broken)}
+    for command in (["-m", "grading", "syllabus"], ["-m", "gankit", "grade", "week01_gan_foundations"]):
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=120,
+                                cwd=REPO_ROOT)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{broken}: unknown key 'late_polcy'" in result.stderr and "did you mean 'late_policy'?" in result.stderr
