@@ -1,9 +1,19 @@
-"""The `gankit` command: doctor, data, train, runs, translate, compress, decompress, fid, rd, grade.
-`gankit --help` lists everything."""
+"""The `gankit` command: doctor, data, train, runs, translate, compress, decompress, fid, rd, and the
+commands other packages register (`grade`, from the course's grading package). `gankit --help` lists
+everything.
+
+gankit is the library and never imports the course application: a package adds a subcommand by
+naming a function in the ``gankit.commands`` entry-point group (grading does so in pyproject.toml).
+The entry point's name is the subcommand; the function is called as ``register(subparsers, full)``
+and adds that subcommand, with its options and a ``func`` default only when ``full``, so that
+registering it costs no heavy import when another command runs.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+
+COMMANDS_GROUP = "gankit.commands"
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -52,17 +62,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         add_rd_parser(sub)
     else:
         sub.add_parser("rd", help="rate-distortion curves: learned codecs vs JPEG and WebP on real files")
-    grade = sub.add_parser("grade", help="TA: grade every collected submission of an assignment in parallel "
-                           "(one GPU per job, resumable; Dask with --scheduler)")
-
-    def run_grade(args):
-        from grading.batch import run_command
-        return run_command(args)
-
-    from grading.batch import add_arguments
-    add_arguments(grade)
-    grade.set_defaults(func=run_grade)
+    for entry in registered_commands():
+        full = argv is None or command == entry.name
+        try:
+            entry.load()(sub, full=full)
+        except Exception as err:   # a broken or half-installed plugin must not take `gankit runs` down
+            if full:
+                print(f"gankit {entry.name}: the command registered as {entry.value} cannot be loaded "
+                      f"({type(err).__name__}: {err}); reinstall the kit with `make setup`", file=sys.stderr)
+                raise SystemExit(2) from None
     return parser
+
+
+def registered_commands() -> list:
+    """The ``gankit.commands`` entry points of the installed packages, one per name, sorted by name."""
+    from importlib.metadata import entry_points
+
+    by_name = {}
+    for entry in entry_points(group=COMMANDS_GROUP):
+        by_name.setdefault(entry.name, entry)   # a package seen twice on sys.path lists its commands twice
+    return [by_name[name] for name in sorted(by_name)]
 
 
 def main(argv=None) -> int:

@@ -1,21 +1,25 @@
 """`gankit doctor`: is this server ready to train and grade?
 
-Facts are gathered in one place (`gather`) and judged by a pure function (`diagnose`), so every
-verdict is tested with faked facts: no GPU, an architecture the installed torch build was not
-compiled for (a V100 with a CUDA-13 build), a missing dataset, an unwritable exchange, little
-memory, no bubblewrap (TAs' sandboxed grading), no process limit for sandboxed kernels (a root
-grader without a writable cgroup cannot stop a fork bomb), no nbgrader JupyterLab extension.
+This module checks the machine a student trains on. Facts are gathered in one place (`gather`)
+and judged by a pure function (`diagnose`), so every verdict is tested with faked facts: no GPU,
+an architecture the installed torch build was not compiled for (a V100 with a CUDA-13 build), a
+missing dataset, little disk or memory.
+
+The library never imports the course application: the course's checks (course.yml, the nbgrader
+exchange and Assignment List, the TAs' sandbox and process limit) come from the packages that
+register a function in the ``gankit.doctor`` entry-point group (grading/doctor.py, named in
+pyproject.toml). Each returns a list of `Finding`; one that cannot run is a warning, and a machine
+with none installed still gets the rest of the report.
 """
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DOCTOR_GROUP = "gankit.doctor"
 CUDA12_HINT = ("install a CUDA-12 build of torch: `make clean-all setup "
                "TORCH_INDEX=https://download.pytorch.org/whl/cu126` (README, 'V100 servers')")
 
@@ -38,12 +42,8 @@ class Facts:
     gpus: list[GPU] = field(default_factory=list)
     data_root: Path | None = None
     datasets: dict[str, str] = field(default_factory=dict)   # name -> "verified" | "missing" | problem
-    exchange: Path | None = None
     free_disk_gib: float | None = None
     free_memory_gib: float | None = None
-    bubblewrap: str | None = None     # "ok", "missing", or why `bwrap` cannot make a sandbox here
-    nbgrader_lab: bool | None = None  # nbgrader's JupyterLab extension (assignment list) installed
-    process_limit: tuple[str, str] | None = None  # (mechanism, detail): grading.sandbox.process_limit()
 
 
 @dataclass(frozen=True)
@@ -102,15 +102,6 @@ def diagnose(facts: Facts) -> list[Finding]:
                 findings.append(Finding("warn", f"dataset {name}: not downloaded (`gankit data fetch {name}`)"))
             else:
                 findings.append(Finding("error", f"dataset {name}: {state} (`gankit data verify {name}`)"))
-    if facts.exchange is not None:
-        if not facts.exchange.is_dir():
-            findings.append(Finding("warn", f"nbgrader exchange {facts.exchange} does not exist yet "
-                                    "(the instructor's first release creates it)"))
-        elif not os.access(facts.exchange, os.W_OK):
-            findings.append(Finding("error", f"nbgrader exchange {facts.exchange} is not writable: "
-                                    "students cannot submit (ask the admin: chmod 1777)"))
-        else:
-            findings.append(Finding("ok", f"nbgrader exchange {facts.exchange} is writable"))
     if facts.free_disk_gib is not None:
         if facts.free_disk_gib < 10:
             findings.append(Finding("warn", f"only {facts.free_disk_gib:.1f} GiB free disk for data and checkpoints"))
@@ -122,25 +113,6 @@ def diagnose(facts: Facts) -> list[Finding]:
                                     "use fewer DataLoader workers (--workers 2) or a smaller batch"))
         else:
             findings.append(Finding("ok", f"{facts.free_memory_gib:.0f} GiB of memory available"))
-    if facts.nbgrader_lab is False:
-        findings.append(Finding("error", "nbgrader's JupyterLab extension is missing: no Assignment List to "
-                                "fetch and submit (`make setup` installs it with nbgrader)"))
-    elif facts.nbgrader_lab:
-        findings.append(Finding("ok", "nbgrader's JupyterLab extension (Assignment List, Validate) is installed"))
-    if facts.bubblewrap == "missing":
-        findings.append(Finding("warn", "bubblewrap is not installed: TAs cannot grade in a sandbox "
-                                "(`apt-get install bubblewrap`; students do not need it)"))
-    elif facts.bubblewrap not in (None, "ok"):
-        findings.append(Finding("warn", f"bubblewrap cannot make a sandbox here: {facts.bubblewrap} (unprivileged "
-                                "user namespaces may be off: sysctl kernel.unprivileged_userns_clone=1)"))
-    elif facts.bubblewrap == "ok":
-        findings.append(Finding("ok", "bubblewrap makes sandboxes (for grading)"))
-    if facts.process_limit is not None:
-        mechanism, detail = facts.process_limit
-        if mechanism in ("cgroup2", "cgroup1", "nproc"):
-            findings.append(Finding("ok", f"sandboxed kernels' processes are capped ({mechanism}): {detail}"))
-        else:   # "none" says itself what to change; "unknown" says why it could not be checked
-            findings.append(Finding("warn", f"sandboxed kernels' processes are not capped: {detail}"))
     return findings
 
 
@@ -165,23 +137,27 @@ def gather(datasets: tuple[str, ...] = ("mnist",)) -> Facts:
                 facts.datasets[name] = "verified" if not problems else "; ".join(problems)
     except Exception as err:  # a broken data package must not hide the GPU report
         facts.datasets["(data)"] = f"could not check: {err}"
-    try:
-        from grading.course import load_course
-        facts.exchange = load_course().exchange_dir
-    except Exception:
-        pass
     probe = facts.data_root if facts.data_root and facts.data_root.exists() else Path.home()
     facts.free_disk_gib = shutil.disk_usage(probe).free / 2**30
     facts.free_memory_gib = _available_memory_gib()
-    facts.bubblewrap = _bubblewrap_state()
-    try:
-        from grading.sandbox import process_limit
-        limit = process_limit()
-        facts.process_limit = (limit.mechanism, limit.detail)
-    except Exception as err:  # the grading package missing or broken must not hide the rest
-        facts.process_limit = ("unknown", f"could not check: {err}")
-    facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()
     return facts
+
+
+def registered_findings() -> list[Finding]:
+    """The verdicts of every ``gankit.doctor`` entry point installed, in the order of their names."""
+    from importlib.metadata import entry_points
+
+    by_name = {}
+    for entry in entry_points(group=DOCTOR_GROUP):
+        by_name.setdefault(entry.name, entry)   # a package seen twice on sys.path lists its checks twice
+    findings = []
+    for name in sorted(by_name):
+        try:
+            findings.extend(by_name[name].load()())
+        except Exception as err:  # a broken plugin must not hide the machine's report
+            findings.append(Finding("warn", f"the {name} checks ({by_name[name].value}) could not run: "
+                                    f"{type(err).__name__}: {err}"))
+    return findings
 
 
 def _available_memory_gib() -> float | None:
@@ -192,19 +168,6 @@ def _available_memory_gib() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def _bubblewrap_state() -> str:
-    """"ok" when ``bwrap`` runs a command in a fresh namespace, else "missing" or its error."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "missing"
-    try:
-        result = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
-                                capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError) as err:
-        return str(err)
-    return "ok" if result.returncode == 0 else (result.stderr.strip() or f"exit {result.returncode}")
 
 
 def _driver_version() -> str | None:
@@ -224,6 +187,6 @@ def render(findings: list[Finding]) -> str:
 
 
 def main(args=None) -> int:
-    findings = diagnose(gather())
+    findings = diagnose(gather()) + registered_findings()
     print(render(findings))
     return 1 if any(f.level == "error" for f in findings) else 0

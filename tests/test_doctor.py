@@ -1,10 +1,15 @@
-"""`gankit doctor` verdicts, on faked machines."""
+"""`gankit doctor` verdicts, on faked machines: gankit's machine checks and the course's (grading/doctor.py)."""
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 from gankit import doctor
-from gankit.doctor import GPU, Facts, arch_supported, diagnose
+from gankit.doctor import GPU, Facts, Finding, arch_supported, diagnose
+from grading import doctor as course_doctor
+from grading.course import REPO_ROOT
+from grading.doctor import CourseFacts
 
 CUDA13_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
 CUDA12_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "compute_90"]
@@ -51,20 +56,19 @@ def test_no_gpu_is_a_warning_not_an_error():
     assert any("no NVIDIA driver" in m for m in _levels(findings, "warn"))
 
 
-def test_missing_or_corrupt_data_and_unwritable_exchange(tmp_path):
-    exchange = tmp_path / "exchange"
-    exchange.mkdir()
-    facts = _facts(data_root=tmp_path, datasets={"mnist": "missing", "cifar10": "sha256 mismatch"},
-                   exchange=exchange)
+def test_missing_or_corrupt_data():
+    facts = _facts(data_root=Path("/data"), datasets={"mnist": "missing", "cifar10": "sha256 mismatch"})
     findings = diagnose(facts)
     assert any("gankit data fetch mnist" in m for m in _levels(findings, "warn"))
     assert any("cifar10" in m and "gankit data verify" in m for m in _levels(findings, "error"))
-    assert any("is writable" in m for m in _levels(findings, "ok"))
 
 
-def test_unwritable_exchange_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(doctor.os, "access", lambda path, mode: False)   # tests run as root
-    findings = diagnose(_facts(exchange=tmp_path))
+def test_missing_writable_and_unwritable_exchange(tmp_path, monkeypatch):
+    assert any("does not exist yet" in m
+               for m in _levels(course_doctor.diagnose(CourseFacts(exchange=tmp_path / "exchange")), "warn"))
+    assert any("is writable" in m for m in _levels(course_doctor.diagnose(CourseFacts(exchange=tmp_path)), "ok"))
+    monkeypatch.setattr(course_doctor.os, "access", lambda path, mode: False)   # tests run as root
+    findings = course_doctor.diagnose(CourseFacts(exchange=tmp_path))
     assert any("not writable" in m for m in _levels(findings, "error"))
 
 
@@ -72,34 +76,89 @@ def test_gather_and_render_on_this_machine(monkeypatch, tmp_path):
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path))
     facts = doctor.gather()
     assert facts.data_root == Path(tmp_path) and facts.datasets == {"mnist": "missing"}
-    assert facts.free_memory_gib > 0 and facts.bubblewrap is not None
-    assert facts.nbgrader_lab, "make setup installs nbgrader's lab extension into the venv"
+    assert facts.free_memory_gib > 0
     text = doctor.render(diagnose(facts))
     assert text.splitlines()[0].startswith("  ok Python")
+    course = course_doctor.gather()
+    assert course.course_problem is None and course.course.startswith("gan-course ")
+    assert course.bubblewrap is not None and course.process_limit is not None
+    assert course.nbgrader_lab, "make setup installs nbgrader's lab extension into the venv"
 
 
 def test_little_memory_no_bubblewrap_and_no_lab_extension():
-    findings = diagnose(_facts(free_memory_gib=3.5, free_disk_gib=4.0, bubblewrap="missing", nbgrader_lab=False))
-    warnings = _levels(findings, "warn")
+    warnings = _levels(diagnose(_facts(free_memory_gib=3.5, free_disk_gib=4.0)), "warn")
     assert any("3.5 GiB of memory" in m and "--workers" in m for m in warnings)
     assert any("4.0 GiB free disk" in m for m in warnings)
-    assert any("apt-get install bubblewrap" in m for m in warnings)
+    findings = course_doctor.diagnose(CourseFacts(bubblewrap="missing", nbgrader_lab=False))
+    assert any("apt-get install bubblewrap" in m for m in _levels(findings, "warn"))
     assert any("Assignment List" in m for m in _levels(findings, "error"))
 
 
 def test_bubblewrap_without_user_namespaces_says_why():
-    findings = diagnose(_facts(bubblewrap="bwrap: No permissions to creating new namespace"))
+    findings = course_doctor.diagnose(CourseFacts(bubblewrap="bwrap: No permissions to creating new namespace"))
     assert any("No permissions" in m and "unprivileged_userns_clone" in m for m in _levels(findings, "warn"))
-    ready = diagnose(_facts(gpus=[GPU(0, "NVIDIA A100-SXM4-40GB", (8, 0), 40.0)], bubblewrap="ok",
-                            nbgrader_lab=True, free_memory_gib=64.0, free_disk_gib=500.0))
+    ready = diagnose(_facts(gpus=[GPU(0, "NVIDIA A100-SXM4-40GB", (8, 0), 40.0)], free_memory_gib=64.0,
+                            free_disk_gib=500.0))
+    ready += course_doctor.diagnose(CourseFacts(course="gan-course (course.yml)", bubblewrap="ok", nbgrader_lab=True,
+                                                process_limit=("cgroup2", "each kernel gets its own cgroup")))
     assert not _levels(ready, "warn") and not _levels(ready, "error")
     assert any("makes sandboxes" in m for m in _levels(ready, "ok"))
 
 
 def test_bubblewrap_probe_reports_missing_and_failing_bwrap(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert doctor._bubblewrap_state() == "missing"
+    assert course_doctor.bubblewrap_state() == "missing"
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
     fake.chmod(0o755)
-    assert doctor._bubblewrap_state() == "bwrap: setting up uid map: Permission denied"
+    assert course_doctor.bubblewrap_state() == "bwrap: setting up uid map: Permission denied"
+
+
+def test_uncapped_processes_are_a_warning_saying_why():
+    findings = course_doctor.diagnose(CourseFacts(process_limit=("none", "the grader runs as root; delegate pids")))
+    assert any("not capped" in m and "delegate pids" in m for m in _levels(findings, "warn"))
+
+
+def test_a_course_file_that_does_not_load_fails_naming_the_key_and_the_file(tmp_path, monkeypatch):
+    broken = tmp_path / "course.yml"
+    broken.write_text((REPO_ROOT / "course" / "course.yml").read_text().replace("\nlate_policy:", "\nlate_polcy:"))
+    monkeypatch.setenv("GANKIT_COURSE_FILE", str(broken))
+    facts = course_doctor.gather()
+    assert facts.course is None and facts.exchange is None
+    errors = _levels(course_doctor.diagnose(facts), "error")
+    assert len(errors) == 1 and "late_polcy" in errors[0] and str(broken) in errors[0]
+
+
+def _entry(name, load):
+    return SimpleNamespace(name=name, value=f"some.module:{name}", load=load)
+
+
+def test_a_machine_without_the_course_checks_gets_the_machine_report(monkeypatch, capsys):
+    """A student's machine with gankit alone: no ``gankit.doctor`` entry point installed."""
+    monkeypatch.setattr(doctor, "gather", lambda: _facts(free_memory_gib=64.0, free_disk_gib=500.0))
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    assert doctor.main() == 0
+    out = capsys.readouterr().out
+    assert out.startswith("  ok Python 3.11.7") and "GiB of memory" in out
+    assert "bubblewrap" not in out and "exchange" not in out
+
+
+def test_a_broken_check_plugin_is_a_warning_and_the_others_still_report(monkeypatch, capsys):
+    def broken():
+        raise ImportError("No module named 'nbgrader'")
+
+    entries = [_entry("zzz", lambda: lambda: [Finding("error", "zzz says no")]), _entry("aaa", broken)]
+    monkeypatch.setattr(doctor, "gather", lambda: _facts())
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: entries if group == "gankit.doctor" else [])
+    assert doctor.main() == 1, "a plugin's error fails the doctor like the machine's own"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  ok Python")
+    assert lines[-2] == "WARN the aaa checks (some.module:aaa) could not run: ImportError: No module named 'nbgrader'"
+    assert lines[-1] == "FAIL zzz says no"
+
+
+def test_the_installed_kit_registers_the_course_checks():
+    """pyproject.toml names grading.doctor:findings; `make setup` installs it (rerun it if this fails)."""
+    messages = [f.message for f in doctor.registered_findings()]
+    assert any(m.startswith("course gan-course ") for m in messages), messages
+    assert any("bubblewrap" in m for m in messages)

@@ -13,8 +13,7 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 from traitlets.config import Config
 
-from gankit import doctor
-from grading import sandbox
+from grading import doctor, sandbox
 from grading.course import REPO_ROOT
 from grading.preprocessors import GradingExecute
 from nbgrader import utils
@@ -181,7 +180,7 @@ def test_this_machine_has_a_process_limit_or_says_why_not():
 
 
 def test_the_doctor_reports_the_process_limit():
-    facts = doctor.Facts(python="3.11", torch="2", torch_cuda=None, arch_list=[], driver=None)
+    facts = doctor.CourseFacts()
     facts.process_limit = ("cgroup1", "each kernel gets its own cgroup under /sys/fs/cgroup/pids")
     assert any("capped (cgroup1)" in f.message for f in doctor.diagnose(facts) if f.level == "ok")
     facts.process_limit = ("none", "fork bombs are NOT contained: ...; run the grader as a non-root user")
