@@ -1,8 +1,10 @@
 """course.yml is the single source of truth: it parses, and everything derived from it agrees."""
 from __future__ import annotations
 
+import os
 import re
-import textwrap
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -211,10 +213,6 @@ def test_an_empty_section_takes_its_defaults(tmp_path):
 
 
 def test_the_course_commands_print_one_line_for_a_misspelt_key(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     broken = tmp_path / "course.yml"
     broken.write_text(_course_text().replace("\nlate_policy:\n", "\nlate_polcy:\n"))
     env = {**os.environ, "GANKIT_COURSE_FILE": str(broken)}
