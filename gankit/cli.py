@@ -62,6 +62,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         add_rd_parser(sub)
     else:
         sub.add_parser("rd", help="rate-distortion curves: learned codecs vs JPEG and WebP on real files")
+    if argv is not None and command in sub.choices:
+        return parser   # one of ours: reading the installed packages' entry points would only cost time
     for entry in registered_commands():
         full = argv is None or command == entry.name
         try:
