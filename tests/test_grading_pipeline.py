@@ -3,7 +3,6 @@ own example course graded exactly as plain nbgrader grades it."""
 from __future__ import annotations
 
 import html as htmllib
-import json
 import os
 import re
 import shutil

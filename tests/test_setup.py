@@ -1,8 +1,11 @@
 """The set-up files agree with each other: pyproject, environment.yml, constraints, Makefile, CI."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
+import sys
+from importlib import metadata
 
 try:
     import tomllib
@@ -17,6 +20,10 @@ from grading.course import REPO_ROOT
 
 def _pyproject():
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _declared() -> dict[str, str]:
@@ -85,3 +92,51 @@ def test_runtime_folder_is_ignored_by_git():
     out = subprocess.run(["git", "check-ignore", "runtime/gradebook.db", ".venv/bin/python"],
                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["runtime/gradebook.db", ".venv/bin/python"]
+
+
+def _imports(folder: str) -> dict[str, str]:
+    """{top-level module: the first file importing it} for every absolute import under FOLDER."""
+    found = {}
+    for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.partition(".")[0], str(path.relative_to(REPO_ROOT)))
+    return found
+
+
+def test_every_imported_package_is_declared():
+    """What the code imports comes from a distribution pyproject.toml names, not from a transitive one."""
+    project = _pyproject()["project"]
+    runtime = {_normalized(Requirement(r).name) for r in project["dependencies"]}
+    dev = runtime | {_normalized(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    distributions = metadata.packages_distributions()
+    checked = 0
+    for folder, declared in (("gankit", runtime), ("grading", runtime), ("tests", dev), ("benchmarks", dev)):
+        local = {"gankit", "grading"} | {p.stem for p in (REPO_ROOT / folder).glob("*.py")}
+        for module, where in _imports(folder).items():
+            if module in sys.stdlib_module_names or module in local:
+                continue
+            # a module not installed here (tomli on Python >= 3.11) must be declared by its own name
+            providers = {_normalized(d) for d in distributions.get(module, [module])}
+            where_to = "dependencies" if declared is runtime else "dependencies or the dev extra"
+            assert providers & declared, \
+                f"{where} imports {module} (from {', '.join(sorted(providers))}): declare it in pyproject.toml's {where_to}"
+            checked += 1
+    assert checked > 20
+
+
+def test_the_license_is_an_spdx_expression():
+    pyproject = _pyproject()
+    assert pyproject["project"]["license"] == "BSD-3-Clause", "a table is deprecated by setuptools"
+    assert "setuptools>=77" in pyproject["build-system"]["requires"], "77 is the first to read SPDX licenses"
+
+
+def test_make_test_lints_first():
+    out = subprocess.run(["make", "-n", "test"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    assert "ruff check" in out and out.index("ruff check") < out.index("-m pytest")
