@@ -193,7 +193,8 @@ def test_cgroups_left_by_a_dead_grader_are_removed(tmp_path):
     """Only folders named for a process that no longer runs go; plain folders stand in for cgroups."""
     dead = subprocess.Popen(["true"])
     dead.wait()     # reaped: its pid names no process now
-    stale, alive = tmp_path / f"gankit-kernel-{dead.pid}-0", tmp_path / f"gankit-kernel-{os.getpid()}-0"
+    # serial 999: not the one make_kernel_cgroup picks next, which depends on the tests run before
+    stale, alive = tmp_path / f"gankit-kernel-{dead.pid}-0", tmp_path / f"gankit-kernel-{os.getpid()}-999"
     stale.mkdir()
     alive.mkdir()
     made = sandbox.make_kernel_cgroup(tmp_path, 7)
