@@ -31,14 +31,17 @@ export MPLBACKEND ?= Agg
 PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
-.PHONY: help setup demo test test-fast test-browser lint lab data syllabus doctor generate release \
+.PHONY: help setup system-packages demo test test-fast test-browser lint lab data syllabus doctor generate release \
         collect zip_collect autograde feedback grades bench strip lock clean clean-all
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  Variables: ASSIGNMENT=$(ASSIGNMENT)  ROLE=$(ROLE)  PYTHON=$(PYTHON)  TORCH_INDEX=<wheel index for torch>  CONSTRAINTS=$(CONSTRAINTS)"
 
-setup: $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
+setup: system-packages $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
+
+system-packages: ## Install bubblewrap, Chromium, PostgreSQL when root with apt-get; otherwise say what is missing
+	@.ci/system-packages
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
