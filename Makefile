@@ -11,6 +11,8 @@ CONSTRAINTS ?= constraints.txt
 TORCH_INDEX ?=
 ASSIGNMENT ?= week01_gan_foundations
 PYTEST_ARGS ?=
+# `make lock`: more pip-compile options, e.g. --upgrade (everything) or --upgrade-package torch.
+LOCK_ARGS ?=
 # `make autograde`: options of `gankit grade` (--workers N, --gpus all|none|0,1, --scheduler ADDR, --student ID, --force).
 GRADE_ARGS ?=
 # `make zip_collect`: the archives downloaded from the LMS.
@@ -29,14 +31,17 @@ export MPLBACKEND ?= Agg
 PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
-.PHONY: help setup demo test test-fast test-browser lab data syllabus doctor generate release collect \
-        zip_collect autograde feedback grades bench strip lock clean clean-all
+.PHONY: help setup system-packages demo test test-fast test-browser lint lab data syllabus doctor generate release \
+        collect zip_collect autograde feedback grades bench strip lock clean clean-all
 
 help: ## List every target with one line each
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  Variables: ASSIGNMENT=$(ASSIGNMENT)  ROLE=$(ROLE)  PYTHON=$(PYTHON)  TORCH_INDEX=<wheel index for torch>  CONSTRAINTS=$(CONSTRAINTS)"
 
-setup: $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
+setup: system-packages $(STAMP) ## Build .venv with the tested versions (reruns only when dependency files change)
+
+system-packages: ## Install bubblewrap, Chromium, PostgreSQL when root with apt-get; otherwise say what is missing
+	@.ci/system-packages
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +55,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: setup ## The whole pipeline on embedded data: generate, release, submit, collect, autograde, feedback, grades
 	$(BIN)/python -m grading demo
 
-test: setup ## Run the whole test suite (what CI runs)
+test: lint ## Lint, then run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$status
+
+lint: setup ## ruff on the Python sources (settings in pyproject.toml); the first step of make test
+	$(BIN)/ruff check --quiet .
 
 test-fast: setup ## Tests without notebook execution and the end-to-end grading runs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -104,8 +112,18 @@ bench: setup ## Benchmarks, each printing ratios measured side by side (Trainer,
 strip: setup ## Strip outputs from every notebook (keeps nbgrader metadata)
 	git ls-files '*.ipynb' | xargs -r $(BIN)/nbstripout --keep-id
 
-lock: setup ## Rewrite constraints.txt from the current .venv (after a deliberate upgrade)
-	$(BIN)/python -m grading lock > constraints.txt.new && mv constraints.txt.new constraints.txt
+lock: setup ## Resolve pyproject.toml (+ dev) into constraints.txt with pip-compile, keeping pins that still fit
+	@test -n "$(strip $(CONSTRAINTS))" || { echo "make lock writes CONSTRAINTS: set it to a file"; exit 1; }
+	@# pip-compile starts from the pins already in its output file, so copy the current ones there.
+	cp $(CONSTRAINTS) $(CONSTRAINTS).new
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-header --no-annotate --no-emit-index-url \
+	    --no-emit-find-links $(LOCK_ARGS) --output-file $(CONSTRAINTS).new pyproject.toml \
+	    || { rm -f $(CONSTRAINTS).new; exit 1; }
+	@# The header stays; torch's CUDA runtime (nvidia-*, cuda-*, triton) is left to torch's own pins,
+	@# so that a CUDA-12 build (TORCH_INDEX) installs with the same file.
+	{ grep '^#' $(CONSTRAINTS); grep -Evi '^(#|$$|nvidia-|cuda-|triton==)' $(CONSTRAINTS).new; } > $(CONSTRAINTS).tmp
+	rm $(CONSTRAINTS).new && mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS) resolved: review git diff $(CONSTRAINTS), then make test"
 
 clean: ## Remove the runtime folder (release, submissions, gradebook, feedback)
 	rm -rf runtime

@@ -31,7 +31,6 @@ def main(argv=None) -> int:
     keys.add_argument("assignment")
     keys.add_argument("--force", action="store_true", help="rebuild even when the source is unchanged")
     sub.add_parser("grades", help="export grades to CSV and print them")
-    sub.add_parser("lock", help="print constraints.txt for the current environment")
     args = parser.parse_args(argv)
 
     try:
@@ -83,9 +82,6 @@ def main(argv=None) -> int:
             keys = ["assignment", "student_id", "score", "max_score"]
             print(pipeline.format_table([keys] + [[r.get(k, "") for k in keys] for r in rows]) if rows else "no grades yet")
             print("written to", path)
-        elif args.command == "lock":
-            from grading.lock import freeze
-            sys.stdout.write(freeze())
     except (CourseError, pipeline.PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

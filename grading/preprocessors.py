@@ -61,7 +61,8 @@ class InjectGradingParameters(NbGraderPreprocessor):
     would overwrite the injected values.
     """
 
-    parameters = Dict(help="Values injected into every graded notebook (course.yml grading.parameters + DATA_DIR)").tag(config=True)
+    parameters = Dict(
+        help="Values injected into every graded notebook (course.yml grading.parameters + DATA_DIR)").tag(config=True)
     parameters_cell_id = Unicode(PARAMETERS_TAG, help="nbgrader grade_id of the locked parameters cell").tag(config=True)
 
     def preprocess(self, nb, resources):

@@ -1,14 +1,28 @@
 """Shared fixtures. Tests never touch the network or the repository's own course runtime (they
-grade in temporary folders); the browser test only leaves its screenshots in runtime/test-output/."""
+grade in temporary folders); the browser test only leaves its screenshots in runtime/test-output/.
+
+Tests that need a program beyond Python carry a marker (needs_bwrap, needs_chromium,
+needs_postgres). Before such a test runs, the program itself is tried (not dpkg's list: a package
+can be installed and its binary unusable, e.g. bubblewrap without user namespaces). When it does
+not work the test skips, and the session ends with one line naming what was not tested and the
+command that installs it; under CI (CI=true) the test fails instead, since CI installs them all
+(.ci/system-packages)."""
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+CHROMIUM = Path(os.environ.get("GANKIT_CHROMIUM", "/usr/bin/chromium"))
 
 # Kernels started by nbgrader/papermill, and nbgrader's own `alembic` call, must come from the
 # interpreter running the tests (the project's .venv), whatever PATH the caller had.
@@ -23,3 +37,118 @@ def course_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(runtime))
     from grading.course import load_course
     return load_course()
+
+
+def _version_problem(program: Path) -> str | None:
+    """Why `PROGRAM --version` does not run here, or None when it does."""
+    if not (program.is_file() and os.access(program, os.X_OK)):
+        return f"{program} is not an executable file"
+    try:
+        probe = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{program} --version failed: {err}"
+    if probe.returncode != 0:
+        return f"{program} --version failed ({probe.stderr.strip()[-300:] or f'exit {probe.returncode}'})"
+    return None
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb, pg_ctl and postgres (on PATH, or Debian's), or None."""
+    initdb = shutil.which("initdb")
+    if initdb:   # /usr/local/bin/initdb may be a link: pg_ctl and postgres sit beside its target
+        folder = Path(initdb).resolve().parent
+        if (folder / "pg_ctl").exists() and (folder / "postgres").exists():
+            return folder
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    for folder in sorted(versions, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+                         reverse=True):
+        if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return Path(folder)
+    return None
+
+
+def _bwrap_problem() -> str | None:
+    from grading.sandbox import SandboxError, check_sandbox
+
+    try:
+        check_sandbox()   # runs bwrap once: installed is not enough, it must make a sandbox here
+    except SandboxError as err:
+        return str(err)
+    return None
+
+
+def _chromium_problem() -> str | None:
+    return _version_problem(CHROMIUM)
+
+
+def _postgres_problem() -> str | None:
+    if os.environ.get("GANKIT_TEST_POSTGRES_URL"):
+        return None
+    folder = postgres_bin()
+    if folder is None:
+        return "no PostgreSQL server: set GANKIT_TEST_POSTGRES_URL, or install PostgreSQL (initdb, pg_ctl)"
+    if os.geteuid() == 0 and not (shutil.which("runuser") or shutil.which("setpriv")):
+        return "running as root without runuser or setpriv: initdb refuses to run as root"
+    return _version_problem(folder / "initdb")
+
+
+@dataclass(frozen=True)
+class SystemRequirement:
+    packages: str          # the Debian packages that provide it
+    untested: str          # what goes untested without it
+    problem: Callable[[], str | None]
+
+
+REQUIREMENTS = {
+    "needs_bwrap": SystemRequirement("bubblewrap", "sandboxed grading", _bwrap_problem),
+    "needs_chromium": SystemRequirement("chromium chromium-driver", "JupyterLab in a browser", _chromium_problem),
+    "needs_postgres": SystemRequirement("postgresql", "the PostgreSQL gradebook", _postgres_problem),
+}
+_problems: dict[str, str | None] = {}          # marker: why it is unusable (None: usable), probed once
+_not_tested: dict[str, list[str]] = {}         # marker: the tests skipped for it
+
+
+def _problem(marker: str) -> str | None:
+    if marker not in _problems:
+        _problems[marker] = REQUIREMENTS[marker].problem()
+    return _problems[marker]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Skip (under CI: fail) a test whose system requirement is unusable, before its fixtures run."""
+    for marker in dict.fromkeys(m.name for m in item.iter_markers() if m.name in REQUIREMENTS):
+        problem = _problem(marker)
+        if problem is None:
+            continue
+        if UNDER_CI:
+            pytest.fail(f"{problem} (CI is set, so {REQUIREMENTS[marker].packages} must work: "
+                        f".ci/system-packages installs it)", pytrace=False)
+        _not_tested.setdefault(marker, []).append(item.nodeid)
+        pytest.skip(f"{marker}: {problem}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)   # outermost: after the -ra list
+def pytest_terminal_summary(terminalreporter):
+    """One line: what this machine did not test, and how to install what it lacks (after -ra's list)."""
+    yield
+    if not _not_tested:
+        return
+    parts = [f"{REQUIREMENTS[m].untested} ({len(ids)} test{'s' if len(ids) > 1 else ''}, {REQUIREMENTS[m].packages})"
+             for m, ids in _not_tested.items()]
+    packages = " ".join(REQUIREMENTS[m].packages for m in _not_tested)
+    terminalreporter.write_line(f"NOT TESTED here: {'; '.join(parts)}. Install with: sudo apt-get install "
+                                f"--no-install-recommends {packages} (or `make system-packages` as root)",
+                                yellow=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> Path:
+    """The Chromium the browser test drives (GANKIT_CHROMIUM, default Debian's)."""
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def postgres_bin_dir() -> Path | None:
+    """The folder of initdb, pg_ctl and postgres for a throw-away server (None: none here)."""
+    return postgres_bin()

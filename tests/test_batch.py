@@ -91,6 +91,7 @@ def reference(collected, tmp_path_factory):
         del os.environ["GANKIT_COURSE_RUNTIME"]
 
 
+@pytest.mark.needs_bwrap
 def test_killed_mid_batch_then_rerun_loses_nothing_and_grades_nothing_twice(runtime, reference):
     course = runtime
     db = course.runtime_dir / "gradebook.db"
@@ -133,6 +134,7 @@ def test_killed_mid_batch_then_rerun_loses_nothing_and_grades_nothing_twice(runt
     assert (course.runtime_dir / "feedback" / "ada" / ASSIGNMENT / "gan_foundations.html").is_file()
 
 
+@pytest.mark.needs_bwrap
 def test_a_dask_cluster_gives_the_same_grades(runtime, reference):
     from dask.distributed import LocalCluster
 
@@ -143,6 +145,7 @@ def test_a_dask_cluster_gives_the_same_grades(runtime, reference):
     assert scores(runtime) == reference
 
 
+@pytest.mark.needs_bwrap
 def test_one_student_and_force(runtime, reference):
     first = batch.grade(runtime, ASSIGNMENT, student="cy", gpus="none", progress=False)
     assert list(first) == ["cy"] and scores(runtime)["cy"] == reference["cy"]

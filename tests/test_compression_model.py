@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gankit.models.compression import (GDN, LAMBDA_LADDER, CompressionConfig, ConditionalPatchDiscriminator,
                                        FactorizedDensity, FactorizedPriorCodec, ScaleHyperpriorCodec,
