@@ -40,7 +40,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Integer, List, Unicode
 
+from grading import scratch
 from grading.course import REPO_ROOT
 
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`), or pass --no-sandbox to run "
@@ -362,7 +362,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.transport = "ipc"   # no network namespace is shared with the grader: unix sockets only
-        self._shared = Path(tempfile.mkdtemp(prefix="gankit-kernel-"))
+        # named after this process, so that a killed grader's folder is removed by the next (grading/scratch.py)
+        self._shared = scratch.scratch_dir(scratch.KERNEL_PREFIX)
         os.chmod(self._shared, 0o700)
         self.connection_file = str(self._shared / "kernel.json")
         self.ip = str(self._shared / "kernel-ipc")

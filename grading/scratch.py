@@ -1,9 +1,9 @@
 """Where a batch keeps secrets for a while, and how the next run finds what a crash left behind.
 
 Everything a batch writes outside its results carries its owner in its name, ``~PID@HOST~``: job
-scratch courses (answer keys, a gradebook copy) and answer-key builds under the system's temp
-folder, gradebook snapshots under ``<runtime>/grading/``, half-written ``.<a>.new~...`` and
-``.<a>.old~...`` folders beside ``autograded/<student>/<assignment>``. A leftover whose owner ran on
+scratch courses (answer keys, a gradebook copy), answer-key builds and sandboxed kernels' socket
+folders under the system's temp folder, gradebook snapshots under ``<runtime>/grading/``,
+half-written ``.<a>.new~...`` and ``.<a>.old~...`` folders beside ``autograded/<student>/<assignment>``. A leftover whose owner ran on
 this host and is no longer running is removed by :func:`remove_stale` (each `gankit grade` calls
 it; ``gankit grade --clean`` does nothing else). Leftovers of another host are that host's to
 remove: its process may still be running.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 SCRATCH_PREFIX = "gankit-grade"
 KEY_PREFIX = "gankit-key"
+KERNEL_PREFIX = "gankit-kernel"   # a sandboxed kernel's sockets and home
 SNAPSHOT_PREFIX = "gradebook-snapshot"
 _TAG = re.compile(r"~(?P<pid>\d+)@(?P<host>[^~/]+)~")
 
@@ -74,7 +75,7 @@ def remove_stale_scratch() -> list[Path]:
     """Remove job scratch and answer-key build folders under the temp folder left by dead processes."""
     removed = []
     temp = Path(tempfile.gettempdir())
-    for prefix in (SCRATCH_PREFIX, KEY_PREFIX):
+    for prefix in (SCRATCH_PREFIX, KEY_PREFIX, KERNEL_PREFIX):
         for path in sorted(temp.glob(f"{prefix}~*")):
             if is_stale(path.name) and _remove(path):
                 removed.append(path)

@@ -151,6 +151,7 @@ def test_leftovers_of_a_killed_batch_are_removed_and_nothing_else(tmp_path, monk
     made = {
         "dead scratch": tmp_path / "tmp" / f"{scratch.SCRATCH_PREFIX}{dead}ada-x1",
         "dead key build": tmp_path / "tmp" / f"{scratch.KEY_PREFIX}{dead}-x2",
+        "dead kernel's sockets": tmp_path / "tmp" / f"{scratch.KERNEL_PREFIX}{dead}-x6",
         "dead .new": runtime / "autograded" / "ada" / f".week1.new{dead}x3",
         "dead .old": runtime / "autograded" / "ada" / f".week1.old{dead}",
         "live scratch": tmp_path / "tmp" / f"{scratch.SCRATCH_PREFIX}{alive}bob-x4",
@@ -166,8 +167,8 @@ def test_leftovers_of_a_killed_batch_are_removed_and_nothing_else(tmp_path, monk
     monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(runtime))
     assert batch.main(["--clean"]) == 0   # `gankit grade --clean`
     said = capsys.readouterr().out
-    assert "removed 5 leftover(s)" in said
-    for name in ("dead scratch", "dead key build", "dead .new", "dead .old"):
+    assert "removed 6 leftover(s)" in said
+    for name in ("dead scratch", "dead key build", "dead kernel's sockets", "dead .new", "dead .old"):
         assert not made[name].exists() and str(made[name]) in said, name
     assert not snapshot.exists()
     for name in ("live scratch", "other host's", "graded"):
