@@ -28,13 +28,13 @@ import queue
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import safecopy, scratch
 from grading.course import REPO_ROOT, Course, CourseError, load_course
 from grading.nbgrader_setup import ensure_runtime_layout
 
@@ -58,6 +58,9 @@ class Job:
     keys: tuple = ()           # ((notebook, answer-key JSON bytes), ...): compared outside the kernel
     notebooks: tuple = ()      # ((notebook, (grade ids, ...)), ...): what the submission must contain
     threads: int = 0           # the kernel's torch/OpenMP threads (0: the library's default)
+    output_limit_bytes: int = 0   # course.yml grading.max_submission_output_mb: the autograded folder's budget
+    stage_in: Path | None = None  # autograded/<student>: the job copies its files into a .new~ folder
+    #                               there; None (another host): the files travel back as bytes
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Result:
     notebooks: dict = field(default_factory=dict)  # name -> {"grades": {id: [auto, needs_manual]},
     #                                                "comments": {id: text}, "late_penalty": float|None}
     files: dict = field(default_factory=dict)      # path relative to autograded/<s>/<a> -> bytes
+    staged: str = ""           # or: a folder beside autograded/<s>/<a> holding them, to be renamed in
 
 
 # --- a job ---------------------------------------------------------------------------------------
@@ -83,22 +87,27 @@ def grade_submission(job: Job) -> Result:
     started = time.monotonic()
     gpu = job.gpu if job.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
     result = Result(job.assignment, job.student, job.submitted_at, "failed", gpu=gpu, host=platform.node())
-    problem = check_submission(job)
-    if problem:   # flagged with a reason a TA can act on, instead of an nbgrader traceback
-        result.reason = problem
-        return result
-    scratch = Path(tempfile.mkdtemp(prefix=f"gankit-grade-{job.student}-"))
+    scratch.remove_stale_scratch()   # a killed job's keys on this host, whoever ran it
+    work = scratch.scratch_dir(scratch.SCRATCH_PREFIX, job.student)
     try:
-        shutil.copytree(job.submission_dir, scratch / "submitted" / job.student / job.assignment, symlinks=True)
-        shutil.copy2(job.snapshot, scratch / "gradebook.db")
-        keys = scratch / "keys"   # beside the gradebook: never bound into the sandbox
+        submission = work / "submitted" / job.student / job.assignment
+        refused = _copy_submission_safely(job.submission_dir, submission)
+        intake_note = ("not graded: " + safecopy.describe(refused)) if refused else ""
+        problem = check_submission(job, submission)
+        if problem:   # flagged with a reason a TA can act on, instead of an nbgrader traceback
+            result.reason = f"{problem}; {intake_note}" if intake_note else problem
+            return result
+        if refused:
+            _tell_the_student(submission, job, refused)
+        shutil.copy2(job.snapshot, work / "gradebook.db")
+        keys = work / "keys"   # beside the gradebook: never bound into the sandbox
         for notebook, data in job.keys:
             (keys / job.assignment).mkdir(parents=True, exist_ok=True)
             (keys / job.assignment / f"{notebook}.json").write_bytes(data)
-        env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(scratch), "MPLBACKEND": "Agg",
+        env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(work), "MPLBACKEND": "Agg",
                "GANKIT_COURSE_FILE": str(job.course_file),
                # the private copy, whatever course.yml or this worker's environment names
-               "GANKIT_GRADEBOOK_URL": f"sqlite:///{scratch / 'gradebook.db'}",
+               "GANKIT_GRADEBOOK_URL": f"sqlite:///{work / 'gradebook.db'}",
                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if job.gpu is not None:
@@ -108,10 +117,10 @@ def grade_submission(job: Job) -> Result:
         command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
                    f"--CompareHiddenChecks.keys_dir={keys}"]
         if job.sandbox:
-            (scratch / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
+            (work / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
             command += ["--GradingExecute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
                         f"--SandboxedKernelManager.gpu={gpu or ''}",
-                        f"--SandboxedKernelManager.writable={scratch / 'data'}"]
+                        f"--SandboxedKernelManager.writable={work / 'data'}"]
         command += list(job.nbgrader_args)
         try:
             run = subprocess.run(command, cwd=REPO_ROOT / "course", env=env, capture_output=True, text=True,
@@ -120,30 +129,90 @@ def grade_submission(job: Job) -> Result:
             result.reason = f"grading took longer than {job.wall_limit_s:.0f} s and was stopped"
             return result
         log = run.stdout + run.stderr
-        autograded = scratch / "autograded" / job.student / job.assignment
+        autograded = work / "autograded" / job.student / job.assignment
         if run.returncode != 0 or "There was an error processing" in log or not autograded.is_dir():
             errors = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
             result.reason = (errors[-1] if errors else f"nbgrader exit {run.returncode}").strip()[:500]
             return result
-        result.notebooks = _scores(scratch / "gradebook.db", job)
-        result.files = {str(p.relative_to(autograded)): p.read_bytes() for p in sorted(autograded.rglob("*"))
-                        if p.is_file()}
+        result.notebooks = _scores(work / "gradebook.db", job)
+        problem = _hand_over_output(autograded, job, result)
+        if problem:
+            result.reason = problem
+            return result
+        result.reason = intake_note
         result.status = "graded"
         return result
     finally:
         result.duration_s = time.monotonic() - started
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def check_submission(job: Job) -> str | None:
-    """Why the submission cannot be graded as it stands (renamed, missing, unreadable or another
-    assignment's notebook), or None. nbgrader alone scores such a submission 0 without a word."""
+def _copy_submission_safely(source: Path, target: Path) -> list[tuple[str, str]]:
+    """Copy the regular files of a collected submission, never through a link, a pipe or a hard
+    link; return what was left out, with what collect already left out of it (grading/safe_collect.py)."""
+    from grading.safe_collect import INTAKE_NOTE, read_intake_note
+
+    try:
+        refused = safecopy.copy_tree(source, target, ignore=lambda folder, names: {INTAKE_NOTE} & set(names))
+    except OSError as err:   # the submission folder itself is a link, or unreadable
+        target.mkdir(parents=True, exist_ok=True)
+        return [(".", f"the submission folder could not be opened without following links ({err.strerror})")]
+    return read_intake_note(source) + refused
+
+
+def _tell_the_student(submission: Path, job: Job, refused: list[tuple[str, str]]) -> None:
+    """A note on top of each notebook, so the feedback says which files were left out, and why."""
     import nbformat
 
-    present = sorted(p.name for p in job.submission_dir.glob("*.ipynb"))
+    lines = "\n".join(f"* `{path}`: {reason}" for path, reason in refused)
+    text = ("**Note from the grader.** These files of your submission were not used, so code that reads "
+            f"them failed:\n\n{lines}\n\nSubmit regular files only (no links, pipes or hard links).")
+    for name, _ in job.notebooks:
+        path = submission / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(text))
+        nbformat.write(nb, path)
+
+
+def _hand_over_output(autograded: Path, job: Job, result: Result) -> str | None:
+    """Put the autograded files where the coordinator takes them, within the output budget: into a
+    folder beside their destination (same host), else into ``result.files``. Never through a link
+    the kernel made. Returns why not, or None."""
+    limit = job.output_limit_bytes
+    total = safecopy.tree_size(autograded)
+    if limit and total > limit:
+        return (f"the graded notebook left {total / 2**20:.0f} MB of files, over grading.max_submission_output_mb "
+                f"= {limit / 2**20:g} MB: look at what the submission writes in its folder")
+    try:
+        if job.stage_in is not None:
+            job.stage_in.mkdir(parents=True, exist_ok=True)
+            staged = _new_folder(job.stage_in / job.assignment)
+            try:
+                safecopy.copy_tree(autograded, staged, limit_bytes=limit)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            result.staged = str(staged)
+        else:
+            result.files, _ = safecopy.read_tree(autograded, limit_bytes=limit)
+    except safecopy.OutputTooLarge as err:
+        return f"the graded notebook's files grew past grading.max_submission_output_mb while copied ({err})"
+    return None
+
+
+def check_submission(job: Job, folder: Path | None = None) -> str | None:
+    """Why the submission cannot be graded as it stands (renamed, missing, unreadable or another
+    assignment's notebook), or None. nbgrader alone scores such a submission 0 without a word.
+
+    ``folder``: where to read it (the job's safe copy); messages name ``job.submission_dir``.
+    """
+    import nbformat
+
+    folder = folder or job.submission_dir
+    present = sorted(p.name for p in folder.glob("*.ipynb"))
     rerun = f"then rerun `gankit grade {job.assignment} --student {job.student}`"
     for name, grade_ids in job.notebooks:
-        path = job.submission_dir / f"{name}.ipynb"
+        path = folder / f"{name}.ipynb"
         if not path.is_file():
             others = [p for p in present if p[:-6] not in dict(job.notebooks)]
             if others:
@@ -229,7 +298,13 @@ def record(course: Course, result: Result) -> None:
     from sqlalchemy.exc import SAWarning
 
     if result.status == "graded":
-        _replace_folder(course.runtime_dir / "autograded" / result.student / result.assignment, result.files)
+        target = course.runtime_dir / "autograded" / result.student / result.assignment
+        if result.staged:
+            _swap_in(target, Path(result.staged))
+        else:
+            _replace_folder(target, result.files)
+    elif result.staged:
+        shutil.rmtree(result.staged, ignore_errors=True)
     table = _ledger_table()
     with Gradebook(gradebook_url(course), course.course_id) as gb:
         table.create(gb.db.get_bind(), checkfirst=True)
@@ -258,19 +333,36 @@ def record(course: Course, result: Result) -> None:
         gb.db.commit()
 
 
-def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
-    """Write the files into a new folder beside ``target``, then swap it in by renames."""
+def _new_folder(target: Path) -> Path:
+    """An empty ``.<name>.new~PID@HOST~XXXX`` folder beside ``target``: removed by the next run if
+    this process dies before swapping it in (grading/scratch.py)."""
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    for relative, data in files.items():
-        path = fresh / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.new{scratch.owner_tag()}", dir=target.parent))
+
+
+def _swap_in(target: Path, fresh: Path) -> None:
+    """Replace ``target`` by ``fresh`` (beside it) with two renames."""
+    old = target.with_name(f".{target.name}.old{scratch.owner_tag()}")
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
     os.replace(fresh, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
+    """Write the files (sent back by a job on another host) into a new folder beside ``target``,
+    then swap it in."""
+    fresh = _new_folder(target)
+    for relative, data in files.items():
+        path = (fresh / relative).resolve()
+        if not path.is_relative_to(fresh.resolve()):   # a worker's answer is data: no ../ in names
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    _swap_in(target, fresh)
 
 
 def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
@@ -284,9 +376,9 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
         name = folder.parent.name
         if not folder.is_dir() or (student is not None and name != student):
             continue
-        stamp_file = folder / "timestamp.txt"
+        stamp_text = safecopy.read_small(folder / "timestamp.txt", limit=200)
         # LMS archives (zip_collect) carry no timestamp: their contents tell a re-upload apart
-        stamp = stamp_file.read_text().strip() if stamp_file.is_file() else _content_hash(folder)
+        stamp = stamp_text.strip() if stamp_text is not None else _content_hash(folder)
         previous = done.get(name)
         if not force and previous and previous["status"] == "graded" and previous["submitted_at"] == stamp:
             skipped.append(name)
@@ -294,7 +386,9 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
         wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
         jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox,
                         course_file=course.source_file, nbgrader_args=tuple(nbgrader_args), keys=keys,
-                        notebooks=notebooks))
+                        notebooks=notebooks,
+                        output_limit_bytes=int(course.grading.max_submission_output_mb * 2**20),
+                        stage_in=course.runtime_dir / "autograded" / name))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -302,8 +396,13 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
 
 def _content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    for relative, fd, reason in safecopy.walk(folder):   # what grading reads: links never followed
+        digest.update(relative.encode() + b"\0")
+        if fd is None:
+            digest.update(reason.encode())
+            continue
+        while chunk := os.read(fd, safecopy.CHUNK):
+            digest.update(chunk)
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
@@ -313,7 +412,7 @@ def _snapshot(course: Course) -> Path:
 
     folder = course.runtime_dir / "grading"
     folder.mkdir(parents=True, exist_ok=True)
-    return gradebook.snapshot(gradebook_url(course), folder / f"gradebook-snapshot-{os.getpid()}.db")
+    return gradebook.snapshot(gradebook_url(course), folder / f"{scratch.SNAPSHOT_PREFIX}{scratch.owner_tag()}.db")
 
 
 def visible_gpus() -> list[str]:
@@ -344,8 +443,7 @@ def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: 
     ``sandbox=False`` runs student code with the grader's own rights; otherwise a missing or
     unusable bubblewrap is an error that says how to install it.
     """
-    from tqdm.auto import tqdm
-
+    from grading.batch_lock import BatchLock
     from grading.sandbox import SandboxError, check_sandbox
 
     course.week_of(assignment)  # a clear error for an unknown assignment
@@ -360,6 +458,23 @@ def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: 
     if not gradebook.exists(gradebook_url(course)):
         raise CourseError(f"no gradebook at {gradebook.display(gradebook_url(course))}: "
                           f"generate, release and collect {assignment} first")
+    with BatchLock(course.runtime_dir, assignment) as lock:
+        if lock.took_over:
+            print(f"gankit grade: took over the lock of a batch that is no longer running "
+                  f"(pid {lock.took_over.get('pid')}, started {lock.took_over.get('started')})", file=sys.stderr)
+        removed = scratch.remove_stale(course.runtime_dir)
+        if removed:
+            print(f"gankit grade: removed {len(removed)} leftover(s) of a batch that was killed", file=sys.stderr)
+        return _grade_locked(course, assignment, workers=workers, gpus=gpus, scheduler=scheduler,
+                             student=student, force=force, progress=progress, sandbox=sandbox,
+                             nbgrader_args=nbgrader_args)
+
+
+def _grade_locked(course: Course, assignment: str, *, workers, gpus, scheduler, student, force,
+                  progress, sandbox, nbgrader_args) -> dict[str, Result]:
+    """The batch itself, run while holding the assignment's lock."""
+    from tqdm.auto import tqdm
+
     from grading.checks import build_keys
 
     # the instructor's notebook, run once here: its checks' results travel with each job
@@ -430,11 +545,18 @@ def _run_on_dask(jobs: list[Job], scheduler: str, gpus: str):
         if gpus != "none" and not use_gpus:
             print(f"gankit grade: no worker of {scheduler} offers a GPU resource: grading on their CPUs",
                   file=sys.stderr)
+        # another host: the files come back as bytes, within the output budget
+        jobs = [Job(**{**job.__dict__, "stage_in": None}) for job in jobs]
         futures = [client.submit(grade_submission, job if use_gpus else Job(**{**job.__dict__, "gpu": ""}),
                                  key=f"grade-{job.assignment}-{job.student}-{time.time_ns()}",
                                  resources={"GPU": 1} if use_gpus else None, pure=False) for job in jobs]
         for future in dask_completed(futures):
             yield future.result()
+
+
+def clean(course: Course) -> list[Path]:
+    """``gankit grade --clean``: remove what killed batches of this host left (grading/scratch.py)."""
+    return scratch.remove_stale(course.runtime_dir)
 
 
 def main(argv=None) -> int:
@@ -445,7 +567,7 @@ def main(argv=None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("assignment", help="the assignment id, e.g. week01_gan_foundations")
+    parser.add_argument("assignment", nargs="?", help="the assignment id, e.g. week01_gan_foundations")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: one per GPU, else one per core)")
     parser.add_argument("--gpus", default="all", help="all (default), none, or GPU numbers such as 0,1")
     parser.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:8786): grade on its workers")
@@ -454,6 +576,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                         help="run student code with your own rights, without bubblewrap (only for code you trust)")
+    parser.add_argument("--clean", action="store_true",
+                        help="only remove what killed batches left (scratch folders with answer keys, gradebook "
+                             "snapshots, half-written autograded folders), then exit")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -462,6 +587,13 @@ def run_command(args: argparse.Namespace) -> int:
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     try:
         course = load_course()
+        if args.clean:
+            removed = clean(course)
+            print(f"gankit grade --clean: removed {len(removed)} leftover(s) of killed batches"
+                  + "".join(f"\n  {path}" for path in removed))
+            return 0
+        if not args.assignment:
+            raise CourseError("name the assignment to grade, e.g. `gankit grade week01_gan_foundations`")
         results = grade(course, args.assignment, workers=args.workers, gpus=args.gpus, scheduler=args.scheduler,
                         student=args.student, force=args.force, progress=args.progress, sandbox=args.sandbox)
     except CourseError as err:

@@ -33,6 +33,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "": ("course_id", "title", "term", "instructors", "timezone", "paths", "grading", "late_policy", "weeks"),
     "paths": ("runtime", "exchange"),
     "grading": ("cell_timeout_s", "notebook_timeout_s", "max_kernel_restarts", "max_processes", "max_output_mb",
+                "max_submission_output_mb",
                 "gradebook_url", "parameters"),
     "late_policy": ("penalty_per_day", "max_days"),
     "weeks[]": ("week", "title", "release", "due", "notebook", "assignment", "points", "papers"),
@@ -95,6 +96,7 @@ class Grading:
     gradebook_url: str | None = None   # course.yml grading.gradebook_url; None: SQLite in the runtime
     max_processes: int = 512   # processes and threads one sandboxed kernel may run at once
     max_output_mb: float = 16  # output one cell may print before it is interrupted
+    max_submission_output_mb: float = 1024   # all files one graded submission may leave in autograded/
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,11 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
     if isinstance(max_output_mb, bool) or not isinstance(max_output_mb, (int, float)) or max_output_mb <= 0:
         raise CourseError(f"{source}: grading.max_output_mb must be a positive number of megabytes, e.g. 16; "
                           f"got {max_output_mb!r}")
+    max_submission_output_mb = grading_raw.get("max_submission_output_mb", 1024)
+    if (isinstance(max_submission_output_mb, bool) or not isinstance(max_submission_output_mb, (int, float))
+            or max_submission_output_mb <= 0):
+        raise CourseError(f"{source}: grading.max_submission_output_mb must be a positive number of megabytes, "
+                          f"e.g. 1024; got {max_submission_output_mb!r}")
     gradebook_url = grading_raw.get("gradebook_url")
     if gradebook_url is not None:   # checked here so a wrong file fails on load, naming itself
         if not isinstance(gradebook_url, str):
@@ -344,6 +351,7 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
             gradebook_url=gradebook_url or None,
             max_processes=max_processes,
             max_output_mb=float(max_output_mb),
+            max_submission_output_mb=float(max_submission_output_mb),
         ),
         late_policy=LatePolicy(penalty_per_day=penalty_per_day, max_days=max_days),
         weeks=tuple(weeks),

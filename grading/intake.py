@@ -22,7 +22,7 @@ import stat
 import sys
 from pathlib import Path
 
-from grading import pipeline
+from grading import pipeline, safecopy
 from grading.course import Course
 from grading.pipeline import PipelineError
 
@@ -111,8 +111,8 @@ def submissions(course: Course, assignment_id: str) -> dict[str, str | None]:
     submitted = course.runtime_dir / "submitted"
     for folder in sorted(submitted.glob(f"*/{assignment_id}")):
         if folder.is_dir():
-            stamp = folder / "timestamp.txt"
-            found[folder.parent.name] = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+            stamp = safecopy.read_small(folder / "timestamp.txt", limit=200)   # never through a link
+            found[folder.parent.name] = stamp.strip() if stamp is not None else None
     return found
 
 

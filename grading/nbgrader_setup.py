@@ -92,6 +92,8 @@ def configure(c, course: Course) -> None:
     c.CourseDirectory.db_url = course.gradebook_url
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
     configure_autograde(c, course.grading, grading_parameters(course))
+    # collect never follows a link or opens a pipe planted in the exchange (grading/safe_collect.py)
+    c.ExchangeFactory.collect = "grading.safe_collect.SafeExchangeCollect"
     # Hidden checks are compared with answer keys kept here, outside every kernel (grading/checks.py),
     # and feedback never shows the hidden tests themselves (nbgrader's own does: jupyter/nbgrader#917).
     c.CompareHiddenChecks.keys_dir = str(course.runtime_dir / "grading" / "keys")

@@ -308,6 +308,9 @@ def write_class_report(course: Course, assignment_id: str, runs: dict | None = N
     summary.append(f"cells waiting for a manual grade: {pending}")
     if failed_runs:
         summary.append("the batch grader failed on: " + ", ".join(failed_runs))
+    # graded, with a note: files of the submission left out at intake (links, pipes, hard links)
+    summary += [f"{s}: {run['reason']}" for s, run in sorted(runs.items())
+                if (run or {}).get("status") == "graded" and (run or {}).get("reason")]
 
     parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
              f"<title>{esc(assignment_id)}: class report</title><style>"

@@ -7,8 +7,9 @@ job asks for it); nbgrader, which must read the gradebook, runs outside. The ker
 
 * the system and the kit's Python environment, read-only (``/usr``, ``/etc``, the venv, the
   installed ``gankit`` package: the repository's ``assignments/`` with the answer keys is not there);
-* the notebook's own folder (the job's copy of that one submission) and the job's data folder,
-  writable; a private ``/tmp`` and home; its own pid, ipc and network namespaces (no network at
+* the notebook's own folder (the job's copy of that one submission), writable, at the neutral
+  path ``/submission`` (its real path names the course's folders and the student), and the job's
+  data folder, writable; a private ``/tmp`` and home; its own pid, ipc and network namespaces (no network at
   all: the kernel talks to the grader over unix sockets in a folder only the two of them share);
 * the GPU the job was given (``/dev/nvidiaN`` plus the control devices) and no other.
 
@@ -39,7 +40,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Integer, List, Unicode
 
+from grading import scratch
 from grading.course import REPO_ROOT
 
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`), or pass --no-sandbox to run "
@@ -56,6 +57,7 @@ PROCESS_LIMIT_HINT = ("run the grader as a non-root user (prlimit --nproc then c
                       "Delegate=pids in its service, or `systemd-run --user -p Delegate=yes ...`), or a writable "
                       "/sys/fs/cgroup/pids (cgroup v1)")
 CGROUP_MECHANISMS = ("cgroup2", "cgroup1")
+SANDBOX_WORKDIR = "/submission"      # where the kernel sees its notebook's folder, and starts
 _serial = itertools.count()          # names this process's cgroups apart
 _warned_uncontained = False          # the "fork bombs are not contained" warning, once per grader
 
@@ -333,8 +335,9 @@ def sandbox_command(kernel_cmd: list[str], *, workdir: Path, shared: Path, writa
     args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--clearenv",
             *_system_binds(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
             *_python_binds(), *_gpu_binds(gpu)]
-    for path in [shared, *writable, workdir]:
+    for path in [shared, *writable]:
         args += ["--bind", str(path), str(path)]
+    args += ["--bind", str(workdir), SANDBOX_WORKDIR]
     env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": gpu if gpu.isdigit() else ""}
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):   # the grader's share of the cores (gankit grade)
@@ -342,7 +345,7 @@ def sandbox_command(kernel_cmd: list[str], *, workdir: Path, shared: Path, writa
             env[name] = os.environ[name]
     for key, value in env.items():
         args += ["--setenv", key, value]
-    return enter + limits + args + ["--chdir", str(workdir), "--", *kernel_cmd]
+    return enter + limits + args + ["--chdir", SANDBOX_WORKDIR, "--", *kernel_cmd]
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -359,7 +362,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.transport = "ipc"   # no network namespace is shared with the grader: unix sockets only
-        self._shared = Path(tempfile.mkdtemp(prefix="gankit-kernel-"))
+        # named after this process, so that a killed grader's folder is removed by the next (grading/scratch.py)
+        self._shared = scratch.scratch_dir(scratch.KERNEL_PREFIX)
         os.chmod(self._shared, 0o700)
         self.connection_file = str(self._shared / "kernel.json")
         self.ip = str(self._shared / "kernel-ipc")

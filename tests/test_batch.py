@@ -13,13 +13,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from grading import batch, pipeline
+from grading import batch, pipeline, scratch
 from grading.course import CourseError, load_course
 from grading.demo import ASSIGNMENT, NOTEBOOK, solutions
 
@@ -107,6 +108,8 @@ def test_killed_mid_batch_then_rerun_loses_nothing_and_grades_nothing_twice(runt
                 graded = con.execute(f"select student, graded_at from {batch.LEDGER}").fetchall()
     os.killpg(first.pid, signal.SIGKILL)   # the coordinator and its jobs, as a crash would
     first.wait()
+    killed = f"~{first.pid}@{scratch.host()}~"   # what it leaves: its snapshot, its job's scratch with keys
+    assert list((course.runtime_dir / "grading").glob(f"{scratch.SNAPSHOT_PREFIX}{killed}*"))
     assert len(graded) == 1
     (done_student, done_at), = graded
 
@@ -128,7 +131,9 @@ def test_killed_mid_batch_then_rerun_loses_nothing_and_grades_nothing_twice(runt
     assert reference["ada"]["test_training_ran"] == 2 and reference["bob"]["test_discriminator_loss"] == 0
     autograded = course.runtime_dir / "autograded"
     assert sorted(p.name for p in autograded.iterdir()) == ["ada", "bob", "cy"]
-    assert not list(autograded.rglob(".*.new-*")) and not list(autograded.rglob(".*.old-*"))
+    assert not list(autograded.rglob(".*.new~*")) and not list(autograded.rglob(".*.old~*"))
+    assert not list((course.runtime_dir / "grading").glob(f"{scratch.SNAPSHOT_PREFIX}*")), "the rerun removed them"
+    assert not list(Path(tempfile.gettempdir()).glob(f"{scratch.SCRATCH_PREFIX}{killed}*"))
     # feedback works from what the coordinator wrote
     pipeline.feedback(course, ASSIGNMENT)
     assert (course.runtime_dir / "feedback" / "ada" / ASSIGNMENT / "gan_foundations.html").is_file()

@@ -58,6 +58,7 @@ def test_nbgrader_config_comes_from_course_yml(course_runtime):
     assert c.GradingExecute.timeout == course_runtime.grading.cell_timeout_s
     assert c.InjectGradingParameters.parameters["DATA_DIR"] == str(course_runtime.data_dir)
     assert c.OverwriteCells.add_missing_cells is True
+    assert c.ExchangeFactory.collect == "grading.safe_collect.SafeExchangeCollect"   # no link followed at collect
     assert (course_runtime.runtime_dir / "source").resolve() == (REPO_ROOT / "assignments").resolve()
     # The config file nbgrader itself reads is the same function applied to the same file.
     text = (REPO_ROOT / "course" / "nbgrader_config.py").read_text()
@@ -69,6 +70,8 @@ def test_nbgrader_config_comes_from_course_yml(course_runtime):
     (lambda t: t.replace("  - week: 2\n", "  - week: 3\n", 1), "numbered 1..12"),
     (lambda t: t.replace("    due: 2027-01-18T23:59:00", "    due: 2027-01-01T23:59:00"), "before it is released"),
     (lambda t: t.replace("weeks:", "weeks: [\n"), "not valid YAML at line "),
+    (lambda t: t.replace("  max_submission_output_mb: 1024 ", "  max_submission_output_mb: -1 "),
+     "grading.max_submission_output_mb must be a positive number"),
 ])
 def test_malformed_course_file_names_the_problem(tmp_path, edit, message):
     broken = tmp_path / "course.yml"

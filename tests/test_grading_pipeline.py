@@ -67,7 +67,8 @@ def test_grading_injected_the_parameters_after_the_locked_cell(demo):
     assert 'DEVICE = "cpu"' in injected.source and "SMOKE = True" in injected.source
     # gankit grade gives each job its own data folder (built there, writable only by that kernel)
     data_dir = re.search(r'DATA_DIR = "(.+)"', injected.source).group(1)
-    assert Path(data_dir).name == "data" and Path(data_dir).parent.name.startswith("gankit-grade-ada-")
+    scratch_name = Path(data_dir).parent.name   # gankit-grade~PID@HOST~ada-XXXX: its owner, for the cleanup
+    assert Path(data_dir).name == "data" and scratch_name.startswith("gankit-grade~") and "~ada-" in scratch_name
 
 
 @pytest.mark.needs_bwrap

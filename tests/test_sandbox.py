@@ -60,10 +60,11 @@ def test_the_kernel_sees_its_folder_and_nothing_else(tmp_path):
             "open('mine.txt', 'w').write('ok'); print(open('mine.txt').read())",
             "open('/tmp/scratch', 'w').write('private'); print(sorted(os.listdir('/tmp')) == ['scratch'] or os.listdir('/tmp'))",
             "import gankit; print(gankit.__version__)",
+            f"print(os.path.exists({str(work)!r}), os.path.exists({str(course)!r}))",
         ], work)
     finally:
         listener.close()
-    assert text(outputs[0]).strip() == str(work)
+    assert text(outputs[0]).strip() == sandbox.SANDBOX_WORKDIR, "a neutral path: no course folder, no student"
     assert "FileNotFoundError" in text(outputs[1]), "the gradebook is not there"
     assert "FileNotFoundError" in text(outputs[2]), "other submissions are not there"
     assert text(outputs[3]).split() == ["False", "True"], "the kit is, the answer keys are not"
@@ -72,6 +73,7 @@ def test_the_kernel_sees_its_folder_and_nothing_else(tmp_path):
     assert "True" in text(outputs[6]) or "scratch" in text(outputs[6])
     assert not (tmp_path / "scratch").exists()
     assert text(outputs[7]).strip() == "0.1.0"
+    assert text(outputs[8]).split() == ["False", "False"], "the folder's real path, and its parents, are not there"
 
 
 @pytest.mark.needs_bwrap
