@@ -3,7 +3,8 @@
 Everything a batch writes outside its results carries its owner in its name, ``~PID@HOST~``: job
 scratch courses (answer keys, a gradebook copy), answer-key builds and sandboxed kernels' socket
 folders under the system's temp folder, gradebook snapshots under ``<runtime>/grading/``,
-half-written ``.<a>.new~...`` and ``.<a>.old~...`` folders beside ``autograded/<student>/<assignment>``. A leftover whose owner ran on
+half-written ``.<a>.new~...`` and ``.<a>.old~...`` folders beside
+``autograded/<student>/<assignment>``. A leftover whose owner ran on
 this host and is no longer running is removed by :func:`remove_stale` (each `gankit grade` calls
 it; ``gankit grade --clean`` does nothing else). Leftovers of another host are that host's to
 remove: its process may still be running.
