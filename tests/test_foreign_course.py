@@ -166,3 +166,25 @@ def test_a_course_folder_without_its_own_configuration_is_refused_with_the_fix(t
     target = foreign_target(tmp_path)
     assert (target.course_id, target.gradebook_url) == ("cs101", f"sqlite:///{tmp_path.resolve() / 'gradebook.db'}")
     assert not target.ours
+
+
+def test_our_feedback_is_released_to_exchange_submissions_and_lms_ones_are_named(course_runtime, monkeypatch):
+    from grading import pipeline
+
+    feedback = course_runtime.runtime_dir / "feedback"
+    calls = []
+
+    def fake_nbgrader(course, *args, **kwargs):
+        calls.append(args)
+        if args[0] == "generate_feedback":   # what nbgrader copies from autograded/: the exchange's secret
+            for student, secret in (("ada", True), ("lms-bob", False)):
+                folder = feedback / student / "week01_gan_foundations"
+                folder.mkdir(parents=True)
+                (folder / "gan_foundations.html").write_text("<html></html>")
+                if secret:
+                    (folder / "submission_secret.txt").write_text("s3cret")
+
+    monkeypatch.setattr(pipeline, "nbgrader", fake_nbgrader)
+    done = pipeline.feedback(course_runtime, "week01_gan_foundations")
+    assert (done.released, done.to_return) == (("ada",), ("lms-bob",))
+    assert calls[-1] == ("release_feedback", "week01_gan_foundations", "--CourseDirectory.student_id_exclude=lms-bob")
