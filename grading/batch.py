@@ -161,7 +161,7 @@ def _prepare_scratch_course(job: Job, scratch: Path) -> None:
 def _copy_data_files(source: Path, target: Path) -> None:
     """Copy the files under SOURCE but notebooks; a link is followed only to a file inside SOURCE."""
     root = source.resolve()
-    for folder, dirs, files in os.walk(source):   # os.walk does not descend into linked folders
+    for folder, _subfolders, files in os.walk(source):   # os.walk does not descend into linked folders
         for name in files:
             path = Path(folder, name)
             if name.endswith(".ipynb"):

@@ -143,8 +143,9 @@ def foreign_nbgrader(target: GradingTarget, *args: str) -> subprocess.CompletedP
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("MPLBACKEND", "Agg")
-    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={target.runtime_dir}",
-               *(f"--GenerateFeedback.preprocessors={name}" for name in FEEDBACK_PREPROCESSORS)]
+    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={target.runtime_dir}"]
+    if args[0] == "generate_feedback":
+        command += [f"--GenerateFeedback.preprocessors={name}" for name in FEEDBACK_PREPROCESSORS]
     result = subprocess.run(command, cwd=target.runtime_dir, env=env, capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     log = result.stdout + result.stderr
