@@ -17,8 +17,12 @@ def main(argv=None) -> int:
     demo.add_argument("--runtime", default=None, help="runtime folder for the demo (default: runtime/demo)")
     sub.add_parser("data", help="build the embedded datasets under the runtime folder")
     sub.add_parser("syllabus", help="write course/SYLLABUS.md from course.yml")
-    for name in ("generate", "release", "collect", "feedback"):
+    for name in ("generate", "release", "collect"):
         sub.add_parser(name).add_argument("assignment")
+    fb = sub.add_parser("feedback", help="write feedback pages and release them to students who used the exchange")
+    fb.add_argument("assignment")
+    fb.add_argument("--course", default=None, metavar="DIR",
+                    help="another nbgrader course folder (graded with `gankit grade ASSIGNMENT --course DIR`)")
     zc = sub.add_parser("zip_collect", help="collect submissions downloaded from an LMS (Canvas/Moodle archives)")
     zc.add_argument("assignment")
     zc.add_argument("archives", nargs="+", type=Path)
@@ -41,6 +45,15 @@ def main(argv=None) -> int:
             shutil.rmtree(course.runtime_dir, ignore_errors=True)  # the demo always starts clean
             from grading import demo as demo_module
             return 1 if demo_module.run(course) else 0
+        if args.command == "feedback":
+            from grading.target import foreign_target
+            done = pipeline.feedback(foreign_target(args.course) if args.course else load_course(), args.assignment)
+            print(f"feedback released through the exchange to {len(done.released)} student(s)")
+            if done.to_return:
+                print(f"{len(done.to_return)} submission(s) came from an LMS, not the exchange, so nbgrader cannot "
+                      f"release their feedback: return each student's pages from "
+                      f"{done.folder}/<student>/{args.assignment}/ through the LMS ({', '.join(done.to_return)})")
+            return 0
         course = load_course()
         if args.command == "data":
             from gankit.data import prepare
@@ -74,8 +87,6 @@ def main(argv=None) -> int:
                 print(f"{notebook}: {path}")
             if not built:
                 print(f"{args.assignment} has no hidden checks (gankit.checks.hidden_check)")
-        elif args.command == "feedback":
-            pipeline.feedback(course, args.assignment)
         elif args.command == "grades":
             path = pipeline.export_grades(course)
             rows = pipeline.read_grades_csv(path)

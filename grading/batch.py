@@ -4,7 +4,8 @@ nbgrader autogrades one notebook after another and writes the gradebook from ins
 a coordinator hands out one job per collected submission and alone writes what comes back:
 
 * A job (:func:`grade_submission`) grades one submission in a private scratch course: a copy of
-  that submission, a snapshot of the gradebook and our usual nbgrader configuration, with
+  that submission, a snapshot of the gradebook, the assignment's data files from its source (which
+  nbgrader restores over the student's) and the course's own nbgrader configuration, with
   ``CUDA_VISIBLE_DEVICES`` set to the job's GPU. It runs nbgrader's own ``autograde`` there and
   returns the result as data (scores, comments, late penalty, the autograded files), so it can run
   in a local worker or on another server through Dask, and never touches the real gradebook.
@@ -16,6 +17,9 @@ a coordinator hands out one job per collected submission and alone writes what c
 Workers: ``--workers N`` (default one per GPU, else one per core), ``--gpus all|none|0,1``;
 ``--scheduler ADDRESS`` sends the same jobs to a Dask cluster whose workers were started with a
 ``GPU=1`` resource each, so one job holds one GPU (README, "Grading on several servers").
+
+``--course DIR`` grades another nbgrader course folder the same way (grading/target.py): its own
+nbgrader_config.py and gradebook, with the grader's sandbox, trap handlers and default limits.
 """
 from __future__ import annotations
 
@@ -35,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grading import safecopy, scratch
-from grading.course import REPO_ROOT, Course, CourseError, load_course
+from grading.course import REPO_ROOT, Course, CourseError, Grading, load_course
 from grading.nbgrader_setup import ensure_runtime_layout
+from grading.target import OUR_CONFIG, GradingTarget, foreign_target, job_config_text, target_of
 
 LEDGER = "gankit_graded"
 
@@ -61,6 +66,9 @@ class Job:
     output_limit_bytes: int = 0   # course.yml grading.max_submission_output_mb: the autograded folder's budget
     stage_in: Path | None = None  # autograded/<student>: the job copies its files into a .new~ folder
     #                               there; None (another host): the files travel back as bytes
+    config_file: Path = OUR_CONFIG   # the course's own nbgrader_config.py, loaded by the job's nbgrader
+    source_dir: Path | None = None   # <source>/<assignment>: its data files are restored over the student's
+    grading: Grading | None = None   # a foreign course: the grader's limits put over its configuration
 
 
 @dataclass
@@ -104,6 +112,7 @@ def grade_submission(job: Job) -> Result:
         for notebook, data in job.keys:
             (keys / job.assignment).mkdir(parents=True, exist_ok=True)
             (keys / job.assignment / f"{notebook}.json").write_bytes(data)
+        _prepare_scratch_course(job, work)
         env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(work), "MPLBACKEND": "Agg",
                "GANKIT_COURSE_FILE": str(job.course_file),
                # the private copy, whatever course.yml or this worker's environment names
@@ -114,21 +123,18 @@ def grade_submission(job: Job) -> Result:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
         if job.threads:   # passed on into the sandbox: kernels side by side do not fight over cores
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job.threads)
-        command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
-                   f"--CompareHiddenChecks.keys_dir={keys}"]
-        if job.sandbox:
-            (work / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
-            command += ["--GradingExecute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
-                        f"--SandboxedKernelManager.gpu={gpu or ''}",
-                        f"--SandboxedKernelManager.writable={work / 'data'}"]
-        command += list(job.nbgrader_args)
+        command = _nbgrader_command(job, work, keys, gpu)
         try:
-            run = subprocess.run(command, cwd=REPO_ROOT / "course", env=env, capture_output=True, text=True,
+            run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
                                  stdin=subprocess.DEVNULL, timeout=job.wall_limit_s)
         except subprocess.TimeoutExpired:
             result.reason = f"grading took longer than {job.wall_limit_s:.0f} s and was stopped"
             return result
         log = run.stdout + run.stderr
+        if "Exception while loading config file" in log:   # nbgrader went on with its own defaults
+            lines = [line for line in log.splitlines() if "Error" in line or "Exception" in line]
+            result.reason = f"{job.config_file} did not load in the job: {lines[-1].strip()[:400] if lines else ''}"
+            return result
         autograded = work / "autograded" / job.student / job.assignment
         if run.returncode != 0 or "There was an error processing" in log or not autograded.is_dir():
             errors = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
@@ -145,6 +151,57 @@ def grade_submission(job: Job) -> Result:
     finally:
         result.duration_s = time.monotonic() - started
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _prepare_scratch_course(job: Job, work: Path) -> None:
+    """The rest of the scratch course besides the submission and the gradebook: its
+    nbgrader_config.py and ``source/<assignment>/`` with the assignment's data files.
+
+    nbgrader's autograde copies every file of the source folder but the notebooks over the
+    student's copy (``Autograde.exclude_overwriting`` names exceptions), so a data file a student
+    changed is graded as the instructor wrote it. Only those files are copied: the source
+    notebooks (hidden tests) stay out of the scratch course, which the kernel cannot see anyway
+    (grading/sandbox.py binds the autograded folder alone).
+    """
+    (work / "nbgrader_config.py").write_text(job_config_text(job.config_file, job.grading), encoding="utf-8")
+    data = work / "source" / job.assignment
+    data.mkdir(parents=True, exist_ok=True)
+    if job.source_dir is not None and job.source_dir.is_dir():
+        _copy_data_files(job.source_dir, data)
+
+
+def _copy_data_files(source: Path, target: Path) -> None:
+    """Copy the files under SOURCE but notebooks; a link is followed only to a file inside SOURCE."""
+    root = source.resolve()
+    for folder, _subfolders, files in os.walk(source):   # os.walk does not descend into linked folders
+        for name in files:
+            path = Path(folder, name)
+            if name.endswith(".ipynb"):
+                continue
+            real = path.resolve()
+            if not real.is_file() or not real.is_relative_to(root):
+                continue
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real, destination)
+
+
+def _nbgrader_command(job: Job, work: Path, keys: Path, gpu: str | None) -> list[str]:
+    """``nbgrader autograde`` of this one submission in the scratch course.
+
+    Root and gradebook on the command line win over any configuration file. The sandbox is set on
+    nbgrader's ``Execute``, which our GradingExecute extends: even a course configuration that
+    left nbgrader's own executor in place runs student code in the sandbox.
+    """
+    command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
+               f"--CourseDirectory.root={work}", f"--CourseDirectory.db_url=sqlite:///{work / 'gradebook.db'}",
+               f"--CompareHiddenChecks.keys_dir={keys}"]
+    if job.sandbox:
+        (work / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
+        command += ["--Execute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
+                    f"--SandboxedKernelManager.gpu={gpu or ''}",
+                    f"--SandboxedKernelManager.writable={work / 'data'}"]
+    return command + list(job.nbgrader_args)
 
 
 def _copy_submission_safely(source: Path, target: Path) -> list[tuple[str, str]]:
@@ -365,11 +422,16 @@ def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
     _swap_in(target, fresh)
 
 
-def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str | None = None,
+def as_target(course: Course | GradingTarget) -> GradingTarget:
+    return course if isinstance(course, GradingTarget) else target_of(course)
+
+
+def find_jobs(course: Course | GradingTarget, assignment: str, snapshot: Path, *, student: str | None = None,
               force: bool = False, sandbox: bool = True, nbgrader_args: tuple = (),
               keys: tuple = (), notebooks: tuple = ()) -> tuple[list[Job], list[str]]:
     """Collected submissions still to grade, and the students skipped as already graded."""
-    submitted = course.runtime_dir / "submitted"
+    target = as_target(course)
+    submitted = target.runtime_dir / "submitted"
     done = ledger(course, assignment)
     jobs, skipped = [], []
     for folder in sorted(submitted.glob(f"*/{assignment}")) if submitted.is_dir() else []:
@@ -383,12 +445,13 @@ def find_jobs(course: Course, assignment: str, snapshot: Path, *, student: str |
         if not force and previous and previous["status"] == "graded" and previous["submitted_at"] == stamp:
             skipped.append(name)
             continue
-        wall = course.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
+        wall = target.grading.notebook_timeout_s + 120  # nbgrader's own start and the kernel's
+        ours = {"course_file": target.course.source_file} if target.ours else {"grading": target.grading}
         jobs.append(Job(assignment, name, stamp, folder, snapshot, wall, sandbox=sandbox,
-                        course_file=course.source_file, nbgrader_args=tuple(nbgrader_args), keys=keys,
-                        notebooks=notebooks,
-                        output_limit_bytes=int(course.grading.max_submission_output_mb * 2**20),
-                        stage_in=course.runtime_dir / "autograded" / name))
+                        nbgrader_args=tuple(nbgrader_args), keys=keys, notebooks=notebooks,
+                        config_file=target.config_file, source_dir=target.source_dir(assignment),
+                        output_limit_bytes=int(target.grading.max_submission_output_mb * 2**20),
+                        stage_in=target.runtime_dir / "autograded" / name, **ours))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -435,56 +498,62 @@ def parse_gpus(spec: str) -> list[str]:
     return ids
 
 
-def grade(course: Course, assignment: str, *, workers: int | None = None, gpus: str = "all",
+def grade(course: Course | GradingTarget, assignment: str, *, workers: int | None = None, gpus: str = "all",
           scheduler: str | None = None, student: str | None = None, force: bool = False,
           progress: bool = True, sandbox: bool = True, nbgrader_args: tuple = ()) -> dict[str, Result]:
     """Grade every collected submission of ``assignment`` not graded yet; return the new results.
 
     ``sandbox=False`` runs student code with the grader's own rights; otherwise a missing or
-    unusable bubblewrap is an error that says how to install it.
+    unusable bubblewrap is an error that says how to install it. ``course``: ours (a Course) or
+    any nbgrader course folder (``grading.target.foreign_target``).
     """
     from grading.batch_lock import BatchLock
     from grading.sandbox import SandboxError, check_sandbox
 
-    course.week_of(assignment)  # a clear error for an unknown assignment
+    target = as_target(course)
+    if target.ours:
+        target.course.week_of(assignment)  # a clear error for an unknown assignment
     if sandbox:
         try:
             check_sandbox()
         except SandboxError as err:
             raise CourseError(f"refusing to run students' code unsandboxed: {err}") from None
-    ensure_runtime_layout(course)
+    if target.ours:
+        ensure_runtime_layout(target.course)
     from grading import gradebook
 
-    if not gradebook.exists(gradebook_url(course)):
-        raise CourseError(f"no gradebook at {gradebook.display(gradebook_url(course))}: "
+    if not gradebook.exists(gradebook_url(target)):
+        raise CourseError(f"no gradebook at {gradebook.display(gradebook_url(target))}: "
                           f"generate, release and collect {assignment} first")
-    with BatchLock(course.runtime_dir, assignment) as lock:
+    with BatchLock(target.runtime_dir, assignment) as lock:
         if lock.took_over:
             print(f"gankit grade: took over the lock of a batch that is no longer running "
                   f"(pid {lock.took_over.get('pid')}, started {lock.took_over.get('started')})", file=sys.stderr)
-        removed = scratch.remove_stale(course.runtime_dir)
+        removed = scratch.remove_stale(target.runtime_dir)
         if removed:
             print(f"gankit grade: removed {len(removed)} leftover(s) of a batch that was killed", file=sys.stderr)
-        return _grade_locked(course, assignment, workers=workers, gpus=gpus, scheduler=scheduler,
+        return _grade_locked(target, assignment, workers=workers, gpus=gpus, scheduler=scheduler,
                              student=student, force=force, progress=progress, sandbox=sandbox,
                              nbgrader_args=nbgrader_args)
 
 
-def _grade_locked(course: Course, assignment: str, *, workers, gpus, scheduler, student, force,
+def _grade_locked(target: GradingTarget, assignment: str, *, workers, gpus, scheduler, student, force,
                   progress, sandbox, nbgrader_args) -> dict[str, Result]:
     """The batch itself, run while holding the assignment's lock."""
     from tqdm.auto import tqdm
 
     from grading.checks import build_keys
 
-    # the instructor's notebook, run once here: its checks' results travel with each job
-    keys = tuple((name, path.read_bytes()) for name, path in build_keys(course, assignment).items())
-    snapshot = _snapshot(course)
+    # the instructor's notebook, run once here: its checks' results travel with each job (hidden
+    # checks are ours: another course has none)
+    built = build_keys(target.course, assignment) if target.ours else {}
+    keys = tuple((name, path.read_bytes()) for name, path in built.items())
+    snapshot = _snapshot(target)
     results: dict[str, Result] = {}
     try:
-        jobs, skipped = find_jobs(course, assignment, snapshot, student=student, force=force, sandbox=sandbox,
+        jobs, skipped = find_jobs(target, assignment, snapshot, student=student, force=force, sandbox=sandbox,
                                   nbgrader_args=nbgrader_args, keys=keys,
-                                  notebooks=expected_notebooks(course, assignment))
+                                  notebooks=expected_notebooks(target, assignment))
         if skipped:
             print(f"gankit grade: {len(skipped)} submission(s) already graded at the same timestamp "
                   f"(--force regrades): {', '.join(skipped)}", file=sys.stderr)
@@ -494,7 +563,7 @@ def _grade_locked(course: Course, assignment: str, *, workers, gpus, scheduler, 
                    dynamic_ncols=True)
         failed = 0
         for result in _run(jobs, workers=workers, gpus=gpus, scheduler=scheduler):
-            record(course, result)
+            record(target, result)
             results[result.student] = result
             failed += result.status != "graded"
             bar.set_postfix(done=len(results) - failed, failed=failed, left=len(jobs) - len(results), refresh=False)
@@ -554,7 +623,7 @@ def _run_on_dask(jobs: list[Job], scheduler: str, gpus: str):
             yield future.result()
 
 
-def clean(course: Course) -> list[Path]:
+def clean(course: Course | GradingTarget) -> list[Path]:
     """``gankit grade --clean``: remove what killed batches of this host left (grading/scratch.py)."""
     return scratch.remove_stale(course.runtime_dir)
 
@@ -579,6 +648,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", action="store_true",
                         help="only remove what killed batches left (scratch folders with answer keys, gradebook "
                              "snapshots, half-written autograded folders), then exit")
+    parser.add_argument("--course", default=None, metavar="DIR",
+                        help="grade another nbgrader course folder (source/, submitted/, its own "
+                             "nbgrader_config.py and gradebook) instead of course/course.yml's")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -586,7 +658,7 @@ def run_command(args: argparse.Namespace) -> int:
     # the command is run as .venv/bin/gankit without activating the environment.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     try:
-        course = load_course()
+        course = foreign_target(args.course) if args.course else target_of(load_course())
         if args.clean:
             removed = clean(course)
             print(f"gankit grade --clean: removed {len(removed)} leftover(s) of killed batches"

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from grading.course import REPO_ROOT, Course, Grading
+from grading.course import REPO_ROOT, Course, CourseError, Grading
 
 AUTOGRADE_PREPROCESSORS = [
     "grading.preprocessors.InjectGradingParameters",
@@ -20,18 +19,27 @@ AUTOGRADE_PREPROCESSORS = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# nbgrader's own feedback, with the hidden tests left out (grading/checks.py HideHiddenTests)
+FEEDBACK_PREPROCESSORS = ["grading.checks.HideHiddenTests", "nbgrader.preprocessors.GetGrades",
+                          "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
+
 
 def ensure_runtime_layout(course: Course) -> None:
     """Create the runtime folder; nbgrader's ``source/`` there points at the repo's assignments/.
 
     Instructors author in assignments/ (tracked); nbgrader wants ``<root>/source/<assignment>``.
-    A symlink keeps one copy.
+    A symlink keeps one copy. A ``source`` that is already there and is something else (a link to
+    another checkout's assignments, a dangling link) is someone's choice or mistake: it is refused
+    with what to do, never re-pointed behind their back. A real folder is left as it is (a job's
+    scratch course holds the assignment's data files there).
     """
     course.runtime_dir.mkdir(parents=True, exist_ok=True)
     source = course.runtime_dir / "source"
     target = REPO_ROOT / "assignments"
-    if source.is_symlink() and Path(os.readlink(source)) != target:
-        source.unlink()
+    if source.is_symlink() and source.resolve() != target.resolve():
+        raise CourseError(f"{source} is a link to {os.readlink(source)}, not to this repository's {target}: "
+                          f"remove the link (`rm {source}`) to grade from {target}, or grade that other "
+                          f"course with `gankit grade ASSIGNMENT --course DIR`")
     if not source.exists():
         source.symlink_to(target, target_is_directory=True)
     # nbgrader's default exchange refuses directories that are not world-writable (sticky /tmp-style).
@@ -97,8 +105,7 @@ def configure(c, course: Course) -> None:
     # Hidden checks are compared with answer keys kept here, outside every kernel (grading/checks.py),
     # and feedback never shows the hidden tests themselves (nbgrader's own does: jupyter/nbgrader#917).
     c.CompareHiddenChecks.keys_dir = str(course.runtime_dir / "grading" / "keys")
-    c.GenerateFeedback.preprocessors = ["grading.checks.HideHiddenTests", "nbgrader.preprocessors.GetGrades",
-                                        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
+    c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
     c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
     c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
     c.CourseLatePolicy.max_days = course.late_policy.max_days

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grading.course import REPO_ROOT, Course
-from grading.nbgrader_setup import ensure_runtime_layout
+from grading.nbgrader_setup import FEEDBACK_PREPROCESSORS, ensure_runtime_layout
+from grading.target import GradingTarget
 from gankit.io import atomic_write_text
 
 
@@ -135,9 +136,52 @@ def autograde(course: Course, assignment_id: str, student_id: str | None = None)
     nbgrader(course, *args)
 
 
-def feedback(course: Course, assignment_id: str) -> None:
-    nbgrader(course, "generate_feedback", assignment_id, "--force")
-    nbgrader(course, "release_feedback", assignment_id)
+def foreign_nbgrader(target: GradingTarget, *args: str) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` in another course's folder, as its instructor would run it there (its own
+    nbgrader_config.py), with our feedback preprocessors (no hidden tests shown)."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={target.runtime_dir}"]
+    if args[0] == "generate_feedback":
+        command += [f"--GenerateFeedback.preprocessors={name}" for name in FEEDBACK_PREPROCESSORS]
+    result = subprocess.run(command, cwd=target.runtime_dir, env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    log = result.stdout + result.stderr
+    if result.returncode != 0 or "There was an error processing" in log or "Exception while loading config" in log:
+        tail = "\n".join(log.splitlines()[-30:])
+        raise PipelineError(f"`nbgrader {' '.join(args)}` in {target.runtime_dir} failed (exit {result.returncode}):\n{tail}")
+    return result
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Where each student's feedback went."""
+    released: tuple[str, ...]      # through the exchange: the student fetches it in Jupyter
+    to_return: tuple[str, ...]     # collected from an LMS: the pages are in feedback/<student>/<assignment>/
+    folder: Path                   # <course root>/feedback
+
+
+def feedback(course: Course | GradingTarget, assignment_id: str) -> Feedback:
+    """Write every graded submission's feedback, and release it to those who submitted through the
+    exchange. nbgrader's release_feedback keys a page by the secret the exchange gave the
+    submission (submission_secret.txt) and stops at the first submission without one: those
+    collected from an LMS (zip_collect) are left out of the release and their pages named for the
+    instructor to return through the LMS.
+    """
+    run = (lambda *args: nbgrader(course, *args)) if isinstance(course, Course) else \
+        (lambda *args: foreign_nbgrader(course, *args))
+    run("generate_feedback", assignment_id, "--force")
+    folder = course.runtime_dir / "feedback"
+    released, to_return = [], []
+    for page_dir in sorted(p for p in folder.glob(f"*/{assignment_id}") if p.is_dir()):
+        student = page_dir.parent.name
+        (released if (page_dir / "submission_secret.txt").is_file() else to_return).append(student)
+    if released:
+        exclude = [f"--CourseDirectory.student_id_exclude={','.join(to_return)}"] if to_return else []
+        run("release_feedback", assignment_id, *exclude)
+    return Feedback(tuple(released), tuple(to_return), folder)
 
 
 def export_grades(course: Course) -> Path:

@@ -58,7 +58,9 @@ class InjectGradingParameters(NbGraderPreprocessor):
     The parameters cell is found by its nbgrader ``grade_id`` (default ``parameters``) as well as
     by papermill's tag, because nbgrader restores a locked cell's source but not its tags: a
     student who deleted the tag must not make papermill inject at the top, where the locked cell
-    would overwrite the injected values.
+    would overwrite the injected values. A notebook with no parameters cell at all (an assignment
+    that takes none, another course's) gets nothing: papermill would add a new first cell holding
+    the grader's own paths, which the student then reads in the feedback.
     """
 
     parameters = Dict(
@@ -70,14 +72,18 @@ class InjectGradingParameters(NbGraderPreprocessor):
             return nb, resources
         for cell in nb.cells:
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            tags = cell.metadata.setdefault("tags", [])
+            tags = cell.metadata.setdefault("tags", [])   # papermill reads every cell's tags
             if grade_id == self.parameters_cell_id and PARAMETERS_TAG not in tags:
                 tags.append(PARAMETERS_TAG)
         if not any(PARAMETERS_TAG in c.metadata.get("tags", []) for c in nb.cells):
-            self.log.warning("no cell tagged %r: papermill injects the parameters at the top", PARAMETERS_TAG)
-            # papermill would *replace* a cell a student tagged itself, wherever it stands.
-            if "injected-parameters" in tags:
-                tags.remove("injected-parameters")
+            self.log.info("no cell tagged %r or with grade_id %r: no parameters injected",
+                          PARAMETERS_TAG, self.parameters_cell_id)
+            return nb, resources
+        # papermill *replaces* the first cell tagged injected-parameters, wherever it stands: a
+        # student's cell so tagged would vanish, and the values land before the locked cell.
+        for cell in nb.cells:
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata.tags.remove("injected-parameters")
         kernelspec = nb.metadata.get("kernelspec", {})
         nb.metadata.setdefault("papermill", {})
         injected = papermill.parameterize.parameterize_notebook(

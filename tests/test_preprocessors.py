@@ -169,3 +169,24 @@ def test_course_yml_sets_the_output_and_process_limits(tmp_path):
     broken.write_text(text.replace("  max_processes: 512 ", "  max_processes: 4 "))
     with pytest.raises(CourseError, match="grading.max_processes must be a whole number of at least 16"):
         load_course(broken)
+
+
+def test_a_notebook_without_a_parameters_cell_gets_nothing_injected():
+    # papermill alone would add a first cell with the grader's scratch paths, shown in the feedback
+    nb = _notebook(new_code_cell("x = 1"), _test_cell("assert x == 1", "t"))
+    pre = InjectGradingParameters(parameters={"DATA_DIR": "/tmp/gankit-grade-ada-123/data"})
+    nb, _ = pre.preprocess(nb, {})
+    assert [c.source for c in nb.cells] == ["x = 1", "assert x == 1"]
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_a_student_cell_tagged_injected_parameters_is_kept_and_the_values_follow_the_parameters_cell():
+    params = new_code_cell("DEVICE = 'auto'")
+    params.metadata["tags"] = ["parameters"]
+    mine = new_code_cell("my_work = 42")
+    mine.metadata["tags"] = ["injected-parameters"]   # papermill would replace this cell
+    nb = _notebook(mine, params, new_code_cell("print(DEVICE)"))
+    nb, _ = InjectGradingParameters(parameters={"DEVICE": "cpu"}).preprocess(nb, {})
+    assert nb.cells[0].source == "my_work = 42"
+    assert "injected-parameters" in nb.cells[2].metadata.tags and 'DEVICE = "cpu"' in nb.cells[2].source
+    assert len(nb.cells) == 4
