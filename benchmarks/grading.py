@@ -8,7 +8,7 @@ Printed: the wall times, the speed-up over nbgrader, the ratio to the limit (the
 own times divided by W: 1.0 is perfect parallel use) and the sandbox's cost per notebook.
 Goals from the issue: within 1.15x of the limit; >= 1.8x nbgrader on 2 cores; sandbox <= 0.3 s.
 
-    .venv/bin/python benchmarks/grading.py [--students 4] [--workers 2]
+    .venv/bin/python benchmarks/grading.py [--students 8] [--workers 2]
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def fresh_course(template: Path, target: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--students", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
