@@ -40,6 +40,7 @@ from pathlib import Path
 
 from grading import safecopy, scratch
 from grading.course import REPO_ROOT, Course, CourseError, Grading, load_course
+from grading.launcher import LauncherGone, WarmNbgrader
 from grading.nbgrader_setup import ensure_runtime_layout
 from grading.target import OUR_CONFIG, GradingTarget, foreign_target, job_config_text, target_of
 
@@ -69,6 +70,7 @@ class Job:
     config_file: Path = OUR_CONFIG   # the course's own nbgrader_config.py, loaded by the job's nbgrader
     source_dir: Path | None = None   # <source>/<assignment>: its data files are restored over the student's
     grading: Grading | None = None   # a foreign course: the grader's limits put over its configuration
+    data_seed: Path | None = None    # <runtime>/data: embedded data the answer-key run built, copied in
 
 
 @dataclass
@@ -90,8 +92,11 @@ class Result:
 
 
 # --- a job ---------------------------------------------------------------------------------------
-def grade_submission(job: Job) -> Result:
-    """Autograde one submission in a scratch course and return its scores as data."""
+def grade_submission(job: Job, warm: WarmNbgrader | None = None) -> Result:
+    """Autograde one submission in a scratch course and return its scores as data.
+
+    ``warm``: a warm nbgrader launcher of this worker slot (grading/launcher.py); without one (a
+    Dask worker) nbgrader starts cold, as its own process."""
     started = time.monotonic()
     gpu = job.gpu if job.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
     result = Result(job.assignment, job.student, job.submitted_at, "failed", gpu=gpu, host=platform.node())
@@ -113,6 +118,11 @@ def grade_submission(job: Job) -> Result:
             (keys / job.assignment).mkdir(parents=True, exist_ok=True)
             (keys / job.assignment / f"{notebook}.json").write_bytes(data)
         _prepare_scratch_course(job, work)
+        if job.data_seed is not None and job.data_seed.is_dir():
+            # Built once per class by the instructor's own notebook (the answer-key run), as nbgrader's
+            # serial autograde shares it: rebuilding it per job cost 0.6 s. A copy, so that no
+            # student's code can change what the next one reads.
+            safecopy.copy_tree(job.data_seed, work / "data")
         env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(work), "MPLBACKEND": "Agg",
                "GANKIT_COURSE_FILE": str(job.course_file),
                # the private copy, whatever course.yml or this worker's environment names
@@ -123,22 +133,21 @@ def grade_submission(job: Job) -> Result:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
         if job.threads:   # passed on into the sandbox: kernels side by side do not fight over cores
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job.threads)
-        command = _nbgrader_command(job, work, keys, gpu)
-        try:
-            run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
-                                 stdin=subprocess.DEVNULL, timeout=job.wall_limit_s)
-        except subprocess.TimeoutExpired:
+        argv = _nbgrader_args(job, work, keys, gpu)
+        log_file = work / "nbgrader.log"   # beside the gradebook, outside anything the kernel sees
+        returncode = _run_nbgrader(argv, cwd=work, env=env, log=log_file, timeout=job.wall_limit_s, warm=warm)
+        if returncode is None:
             result.reason = f"grading took longer than {job.wall_limit_s:.0f} s and was stopped"
             return result
-        log = run.stdout + run.stderr
+        log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
         if "Exception while loading config file" in log:   # nbgrader went on with its own defaults
             lines = [line for line in log.splitlines() if "Error" in line or "Exception" in line]
             result.reason = f"{job.config_file} did not load in the job: {lines[-1].strip()[:400] if lines else ''}"
             return result
         autograded = work / "autograded" / job.student / job.assignment
-        if run.returncode != 0 or "There was an error processing" in log or not autograded.is_dir():
+        if returncode != 0 or "There was an error processing" in log or not autograded.is_dir():
             errors = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
-            result.reason = (errors[-1] if errors else f"nbgrader exit {run.returncode}").strip()[:500]
+            result.reason = (errors[-1] if errors else f"nbgrader exit {returncode}").strip()[:500]
             return result
         result.notebooks = _scores(work / "gradebook.db", job)
         problem = _hand_over_output(autograded, job, result)
@@ -186,22 +195,43 @@ def _copy_data_files(source: Path, target: Path) -> None:
             shutil.copyfile(real, destination)
 
 
-def _nbgrader_command(job: Job, work: Path, keys: Path, gpu: str | None) -> list[str]:
-    """``nbgrader autograde`` of this one submission in the scratch course.
+def _nbgrader_args(job: Job, work: Path, keys: Path, gpu: str | None) -> list[str]:
+    """``nbgrader autograde`` of this one submission in the scratch course (the arguments after
+    ``nbgrader``).
 
     Root and gradebook on the command line win over any configuration file. The sandbox is set on
     nbgrader's ``Execute``, which our GradingExecute extends: even a course configuration that
     left nbgrader's own executor in place runs student code in the sandbox.
     """
-    command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, f"--student={job.student}", "--force",
-               f"--CourseDirectory.root={work}", f"--CourseDirectory.db_url=sqlite:///{work / 'gradebook.db'}",
-               f"--CompareHiddenChecks.keys_dir={keys}"]
+    args = ["autograde", job.assignment, f"--student={job.student}", "--force",
+            f"--CourseDirectory.root={work}", f"--CourseDirectory.db_url=sqlite:///{work / 'gradebook.db'}",
+            f"--CompareHiddenChecks.keys_dir={keys}"]
     if job.sandbox:
         (work / "data").mkdir(exist_ok=True)  # the grading DATA_DIR: the smoke data is built there
-        command += ["--Execute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
-                    f"--SandboxedKernelManager.gpu={gpu or ''}",
-                    f"--SandboxedKernelManager.writable={work / 'data'}"]
-    return command + list(job.nbgrader_args)
+        args += ["--Execute.kernel_manager_class=grading.sandbox.SandboxedKernelManager",
+                 f"--SandboxedKernelManager.gpu={gpu or ''}",
+                 f"--SandboxedKernelManager.writable={work / 'data'}"]
+    return args + list(job.nbgrader_args)
+
+
+def _run_nbgrader(argv: list[str], *, cwd: Path, env: dict, log: Path, timeout: float,
+                  warm: WarmNbgrader | None) -> int | None:
+    """nbgrader's exit status (its output in ``log``), or None when it ran past ``timeout``.
+
+    Forked from the slot's warm launcher when there is one; if that launcher is gone, and on
+    Dask workers, as a process of its own (still without the import nbgrader never uses)."""
+    if warm is not None:
+        try:
+            return warm.run(argv, cwd=cwd, env=env, log=log, timeout=timeout)
+        except LauncherGone:
+            pass
+    with open(log, "wb") as out:
+        try:
+            return subprocess.run([sys.executable, "-m", "grading.launcher", "--", *argv], cwd=cwd, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return None
 
 
 def _copy_submission_safely(source: Path, target: Path) -> list[tuple[str, str]]:
@@ -451,7 +481,8 @@ def find_jobs(course: Course | GradingTarget, assignment: str, snapshot: Path, *
                         nbgrader_args=tuple(nbgrader_args), keys=keys, notebooks=notebooks,
                         config_file=target.config_file, source_dir=target.source_dir(assignment),
                         output_limit_bytes=int(target.grading.max_submission_output_mb * 2**20),
-                        stage_in=target.runtime_dir / "autograded" / name, **ours))
+                        stage_in=target.runtime_dir / "autograded" / name,
+                        data_seed=target.course.data_dir if target.ours else None, **ours))
     if student is not None and not jobs and student not in skipped:
         raise CourseError(f"no collected submission of {assignment} from {student!r} under {submitted}")
     return jobs, skipped
@@ -591,16 +622,31 @@ def _run(jobs: list[Job], *, workers: int | None, gpus: str, scheduler: str | No
     # the cores and waste a quarter of them switching (measured on 2 cores, 2 workers).
     threads = max(1, (os.cpu_count() or 1) // workers)
 
+    # Each slot keeps a warm nbgrader launcher: a job forks its nbgrader from it instead of paying
+    # nbgrader's 3.5 s of imports again (grading/launcher.py).
+    launcher_env = {**os.environ,
+                    "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+                    "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    launchers: queue.Queue = queue.Queue()
+    warm = [WarmNbgrader(launcher_env) for _ in range(workers)]
+    for launcher in warm:
+        launchers.put(launcher)
+
     def on_a_slot(job: Job) -> Result:
-        slot = slots.get()
+        slot, launcher = slots.get(), launchers.get()
         try:
-            return grade_submission(Job(**{**job.__dict__, "gpu": slot, "threads": threads}))
+            return grade_submission(Job(**{**job.__dict__, "gpu": slot, "threads": threads}), warm=launcher)
         finally:
             slots.put(slot)
+            launchers.put(launcher)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(on_a_slot, job) for job in jobs]):
-            yield future.result()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in as_completed([pool.submit(on_a_slot, job) for job in jobs]):
+                yield future.result()
+    finally:
+        for launcher in warm:
+            launcher.close()
 
 
 def _run_on_dask(jobs: list[Job], scheduler: str, gpus: str):
