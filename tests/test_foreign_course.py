@@ -77,6 +77,7 @@ def graded(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_bwrap   # gankit grade --course runs the kernels in the sandbox
 @needs_peer
 def test_nbgraders_example_graded_with_course_scores_every_cell_as_nbgrader(graded):
     plain, ours, done = graded
@@ -97,6 +98,7 @@ def test_nbgraders_example_graded_with_course_scores_every_cell_as_nbgrader(grad
 
 
 @pytest.mark.slow
+@pytest.mark.needs_bwrap   # gankit grade --course runs the kernels in the sandbox
 @needs_peer
 def test_a_students_changed_data_file_is_graded_as_the_instructors(graded):
     plain, ours, _ = graded
@@ -107,6 +109,7 @@ def test_a_students_changed_data_file_is_graded_as_the_instructors(graded):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_bwrap   # gankit grade --course runs the kernels in the sandbox
 @needs_peer
 def test_feedback_of_lms_submissions_is_written_for_the_instructor_to_return(graded):
     _, ours, _ = graded
