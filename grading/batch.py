@@ -123,12 +123,10 @@ def grade_submission(job: Job, warm: WarmNbgrader | None = None) -> Result:
             # serial autograde shares it: rebuilding it per job cost 0.6 s. A copy, so that no
             # student's code can change what the next one reads.
             safecopy.copy_tree(job.data_seed, work / "data")
-        env = {**os.environ, "GANKIT_COURSE_RUNTIME": str(work), "MPLBACKEND": "Agg",
+        env = {**_nbgrader_env(), "GANKIT_COURSE_RUNTIME": str(work), "MPLBACKEND": "Agg",
                "GANKIT_COURSE_FILE": str(job.course_file),
                # the private copy, whatever course.yml or this worker's environment names
-               "GANKIT_GRADEBOOK_URL": f"sqlite:///{work / 'gradebook.db'}",
-               "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-               "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+               "GANKIT_GRADEBOOK_URL": f"sqlite:///{work / 'gradebook.db'}"}
         if job.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.gpu   # "" hides every GPU: the job runs on the CPU
         if job.threads:   # passed on into the sandbox: kernels side by side do not fight over cores
@@ -212,6 +210,14 @@ def _nbgrader_args(job: Job, work: Path, keys: Path, gpu: str | None) -> list[st
                  f"--SandboxedKernelManager.gpu={gpu or ''}",
                  f"--SandboxedKernelManager.writable={work / 'data'}"]
     return args + list(job.nbgrader_args)
+
+
+def _nbgrader_env() -> dict[str, str]:
+    """This environment, with this interpreter's scripts (nbgrader shells out to `alembic`) and the
+    repository (the course's nbgrader_config.py imports grading) found first."""
+    return {**os.environ,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def _run_nbgrader(argv: list[str], *, cwd: Path, env: dict, log: Path, timeout: float,
@@ -624,11 +630,8 @@ def _run(jobs: list[Job], *, workers: int | None, gpus: str, scheduler: str | No
 
     # Each slot keeps a warm nbgrader launcher: a job forks its nbgrader from it instead of paying
     # nbgrader's 3.5 s of imports again (grading/launcher.py).
-    launcher_env = {**os.environ,
-                    "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-                    "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     launchers: queue.Queue = queue.Queue()
-    warm = [WarmNbgrader(launcher_env) for _ in range(workers)]
+    warm = [WarmNbgrader(_nbgrader_env()) for _ in range(workers)]
     for launcher in warm:
         launchers.put(launcher)
 
