@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 # Never imported: see the module docstring. jsonschema skips the two checks it would serve.
 UNUSED_SLOW_IMPORTS = ("rfc3987_syntax",)
@@ -79,7 +80,7 @@ def _run_child(request: dict) -> None:
             os._exit(status)
 
 
-def serve() -> int:
+def serve() -> NoReturn:
     """The warm launcher's loop (``--serve``): one child per request, one request at a time."""
     _block_slow_imports()
     import nbgrader.apps  # noqa: F401 - the import every job would otherwise pay for
@@ -99,7 +100,10 @@ def serve() -> int:
         _, wait_status = os.waitpid(pid, 0)
         out.write(json.dumps({"pid": pid, "status": os.waitstatus_to_exitcode(wait_status)}) + "\n")
         out.flush()
-    return 0
+    # Nothing of the launcher's own needs tearing down (its children are reaped, its answers
+    # flushed): skipping the interpreter's finalisation of nbgrader's modules saves the batch
+    # 0.3 s per slot at its end, where nothing else overlaps it.
+    os._exit(0)
 
 
 class LauncherGone(RuntimeError):

@@ -122,6 +122,11 @@ class GradingExecute(Execute):
     # task polling the next kernel's messages. Without raising, that task is cancelled, and a
     # kernel that does not answer afterwards is replaced (KernelStuck).
     raise_on_iopub_timeout = Bool(False, help="Raise when a cell's output does not end in time").tag(config=True)
+    # Every output is in hand once the last cell replied: a polite shutdown request only waits for
+    # the student's kernel to tear torch down (1.5 s of a 7 s job on 2 cores), and then the
+    # sandbox's cgroup kills whatever it left running anyway.
+    shutdown_kernel = Unicode("immediate", help="How the kernel ends after the last cell "
+                              "(nbclient: 'graceful' or 'immediate')").tag(config=True)
     # Per-cell state of the output limit, reset by async_execute_cell.
     _output_bytes = 0
     _output_stopped = False
@@ -232,12 +237,12 @@ class GradingExecute(Execute):
 
     def _restart_and_replay(self, indices: list[int]) -> None:
         # No polite shutdown request: the kernel is dead, stuck, or full of a fork bomb's processes.
-        graceful = self.shutdown_kernel
+        configured = self.shutdown_kernel
         self.shutdown_kernel = "immediate"
         try:
             self._cleanup_kernel()
         finally:
-            self.shutdown_kernel = graceful
+            self.shutdown_kernel = configured
         self.km = self.create_kernel_manager()
         self.start_new_kernel()
         self.start_new_kernel_client()
