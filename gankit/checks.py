@@ -2,13 +2,13 @@
 
 A hidden test written as ``assert torch.allclose(loss, expected)`` brings the expected value into
 the student's kernel, where it can be read, and trusts ``assert`` and ``torch.allclose``, which a
-notebook can redefine. A hidden check instead only *reports* what the student's code produced::
+notebook can redefine. A hidden check instead only *reports* what the student's code produced,
+from inside a test cell's hidden-tests region (between nbgrader's begin and end marker comments,
+not spelt out here: this file ships to students, and the student copy refuses those markers)::
 
-    ### BEGIN HIDDEN TESTS
     from gankit.checks import hidden_check
     real = torch.tensor([120.0, -80.0, 7.0])
     hidden_check("extreme logits", loss=discriminator_loss(real, -real))
-    ### END HIDDEN TESTS
 
 The outputs leave the kernel as data (a display output of type :data:`MIME`). Outside the kernel,
 the grader (``grading/checks.py``) compares them with what the instructor's solution reported for

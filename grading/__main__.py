@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     keys.add_argument("assignment")
     keys.add_argument("--force", action="store_true", help="rebuild even when the source is unchanged")
     sub.add_parser("grades", help="export grades to CSV and print them")
+    sc = sub.add_parser("student_copy", help="write the repository students clone (no solutions) into DEST, a git repo")
+    sc.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
 
     try:
@@ -53,6 +55,10 @@ def main(argv=None) -> int:
                 print(f"{len(done.to_return)} submission(s) came from an LMS, not the exchange, so nbgrader cannot "
                       f"release their feedback: return each student's pages from "
                       f"{done.folder}/<student>/{args.assignment}/ through the LMS ({', '.join(done.to_return)})")
+            return 0
+        if args.command == "student_copy":
+            from grading.student_copy import build_student_copy
+            build_student_copy(args.dest)
             return 0
         course = load_course()
         if args.command == "data":

@@ -12,6 +12,7 @@ a writable cgroup cannot stop a fork bomb).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -80,6 +81,8 @@ def gather() -> CourseFacts:
     except CourseError as err:
         facts.course_problem = str(err)
     facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()
+    if importlib.util.find_spec("grading.sandbox") is None:
+        return facts    # a student copy (grading/student_copy.py) has no grader: nothing of the TAs' to check
     facts.bubblewrap = bubblewrap_state()
     try:
         from grading.sandbox import process_limit
