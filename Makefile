@@ -17,6 +17,10 @@ LOCK_ARGS ?=
 GRADE_ARGS ?=
 # `make zip_collect`: the archives downloaded from the LMS.
 ARCHIVES ?=
+# `make clean-runtime`: CONFIRM=yes, or nothing is deleted (runtime/ holds the gradebook and students' work).
+CONFIRM ?=
+# `make student-copy`: the folder (a git repository) of what students clone; outside this repository.
+DEST ?=
 # `make lab`: whose server (student or instructor), and more options for it (e.g. --student ID --port N).
 ROLE ?= student
 LAB_ARGS ?=
@@ -32,7 +36,8 @@ PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
 .PHONY: help setup system-packages demo test test-fast test-browser lint lab data syllabus doctor generate release \
-        collect zip_collect autograde feedback grades bench strip lock clean clean-all
+        collect zip_collect autograde feedback grades bench strip lock clean clean-venv clean-runtime clean-all \
+        student-copy
 
 help: ## List every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -125,8 +130,24 @@ lock: setup ## Resolve pyproject.toml (+ dev) into constraints.txt with pip-comp
 	rm $(CONSTRAINTS).new && mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 	@echo "$(CONSTRAINTS) resolved: review git diff $(CONSTRAINTS), then make test"
 
-clean: ## Remove the runtime folder (release, submissions, gradebook, feedback)
-	rm -rf runtime
+clean: ## Remove caches and test output only (never runtime/'s course data or students' work)
+	rm -rf .pytest_cache .ruff_cache build dist runtime/test-output
+	find . \( -path ./.venv -o -path ./runtime -o -path ./.git \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-clean-all: clean ## Also remove the virtual environment
+clean-venv: ## Remove only the virtual environment; `make clean-venv setup` rebuilds it (e.g. with TORCH_INDEX)
 	rm -rf $(VENV)
+
+clean-all: clean clean-venv ## clean + clean-venv; runtime/ stays (that is clean-runtime CONFIRM=yes)
+
+clean-runtime: ## DELETE runtime/ (releases, submissions, gradebook, students' work): only with CONFIRM=yes
+ifeq ($(CONFIRM),yes)
+	rm -rf runtime
+	@echo "removed runtime/ (releases, submissions, gradebook, feedback, students' folders)"
+else
+	@echo "make clean-runtime deletes runtime/: releases, submissions, the gradebook and students' work in runtime/students/;" \
+	      "nothing was removed. To really delete it: make clean-runtime CONFIRM=yes"; exit 2
+endif
+
+student-copy: setup ## Instructor: write what students clone into DEST (a git repo, one commit per run, scanned: no solutions)
+	@test -n "$(strip $(DEST))" || { echo "make student-copy needs DEST=<folder outside this repository>, e.g. DEST=../gan-course-student"; exit 2; }
+	$(BIN)/python -m grading student_copy $(DEST)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DOCTOR_GROUP = "gankit.doctor"
-CUDA12_HINT = ("install a CUDA-12 build of torch: `make clean-all setup "
+CUDA12_HINT = ("install a CUDA-12 build of torch: `make clean-venv setup "
                "TORCH_INDEX=https://download.pytorch.org/whl/cu126` (README, 'V100 servers')")
 
 
