@@ -313,3 +313,41 @@ def test_make_update_keeps_the_students_notebook_and_brings_the_new_one(source, 
     assert f"kept your notebooks/week01_gan_foundations.ipynb as {week1}" in result.stdout
     assert git(clone, "rev-parse", "HEAD") == git(dest, "rev-parse", "HEAD")
     assert git(clone, "status", "--porcelain") == ""
+
+
+def test_update_keeps_the_students_commits_and_changes_nothing_when_offline(source, tmp_path):
+    from grading.student_update import UpdateError, update
+
+    dest = tmp_path / "student-copy"
+    build_student_copy(dest, source, say=lambda *a: None)
+    upstream = tmp_path / "upstream.git"
+    git(tmp_path, "clone", "-q", "--bare", str(dest), str(upstream))
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(upstream), str(clone))
+    readme = clone / "README.md"
+    readme.write_text("my notes\n")
+    git(clone, "commit", "-q", "-am", "my notes")
+    (clone / "notes.txt").write_text("untracked, in nobody's way")
+    (clone / "course" / "SYLLABUS.md").write_text("staged edit")
+    git(clone, "add", "course/SYLLABUS.md")
+    (clone / "course" / "SYLLABUS.md").write_text("then edited again")
+    runtime = tmp_path / "elsewhere"
+    os.environ["GANKIT_COURSE_RUNTIME"] = str(runtime)
+    try:
+        said = []
+        moved = upstream.rename(tmp_path / "gone.git")
+        with pytest.raises(UpdateError, match="cannot reach the course repository"):
+            update(clone, "ada", say=said.append)
+        assert (clone / "course" / "SYLLABUS.md").read_text() == "then edited again" and not runtime.exists()
+        moved.rename(upstream)
+        kept = dict(update(clone, "ada", say=said.append))
+    finally:
+        del os.environ["GANKIT_COURSE_RUNTIME"]
+    assert kept["course/SYLLABUS.md"].read_text() == "then edited again"
+    assert kept["course/SYLLABUS.md (staged)"].read_text() == "staged edit"
+    assert kept["course/SYLLABUS.md"].is_relative_to(runtime / "students" / "ada" / "my-notebooks" / "course")
+    assert (clone / "notes.txt").read_text() == "untracked, in nobody's way"
+    branch = next(line.split("on the branch ")[1].split()[0] for line in said if "your own commits" in line)
+    assert git(clone, "show", f"{branch}:README.md") == "my notes\n"
+    assert git(clone, "rev-parse", "HEAD") == git(dest, "rev-parse", "HEAD")
+    assert readme.read_text() == (dest / "README.md").read_text()
