@@ -8,9 +8,12 @@ The round trip: generate + release -> fetch + submit -> collect + autograde + fe
 fetch_feedback, the student reading the HTML. On the way, an inbound folder the student cannot
 write is found by `gankit doctor` from both sides, with the chmod that fixes it.
 
-How the exchange is shared is a *route* (the ``route`` fixture): here a shared folder (what an NFS
-or sshfs mount gives each server). Another route (an HTTP exchange) plugs in as one more class
-with the same three methods.
+How the exchange is shared is a *route* (the ``two_servers`` fixture is parametrized by
+``ROUTES``): here a shared folder (what an NFS or sshfs mount gives each server). Another route
+(an HTTP exchange) plugs in as one more class with the same attributes and methods: its
+``course_yaml`` points each side's course.yml at it, ``env`` adds what a side's processes need
+(a token), ``close`` stops what it started; ``shared_folder = False`` skips the steps that break
+the folder's modes.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Server:
     course_file: Path
     runtime: Path
     home: Path
+    extra_env: dict
 
     def course(self) -> Course:
         os.environ["GANKIT_COURSE_RUNTIME"] = str(self.runtime)   # restored by the fixture
@@ -56,7 +60,7 @@ class Server:
         env.update(HOME=str(self.home), USER=self.name, LOGNAME=self.name, PYTHONDONTWRITEBYTECODE="1",
                    GANKIT_COURSE_FILE=str(self.course_file), GANKIT_COURSE_RUNTIME=str(self.runtime),
                    PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-                   PYTHONPATH=str(REPO_ROOT))
+                   PYTHONPATH=str(REPO_ROOT), **self.extra_env)
         return env
 
 
@@ -65,6 +69,7 @@ class SharedFolderRoute:
     once by an admin with mode 1777; course.yml's paths.exchange names it on both sides."""
 
     name = "shared-folder"
+    shared_folder = True   # the student's side sees the exchange as a folder (modes, the doctor)
 
     def __init__(self, base: Path):
         self.exchange = base / "srv" / "nbgrader" / "exchange"
@@ -74,6 +79,10 @@ class SharedFolderRoute:
     def course_yaml(self, text: str, side: str) -> str:
         """course.yml as ``side`` ("instructor" or "student") has it for this route."""
         return re.sub(r"(?m)^(\s*)exchange: .*$", rf"\1exchange: {self.exchange}", text, count=1)
+
+    def env(self, side: str) -> dict:
+        """Extra environment of ``side``'s nbgrader processes."""
+        return {}
 
     def close(self) -> None:
         pass
@@ -113,7 +122,7 @@ def two_servers(request, monkeypatch, capsys):
             (folder / "home").mkdir(parents=True)
             course_file = folder / "course.yml"
             course_file.write_text(route.course_yaml(text, side))
-            sides[side] = Server(name, course_file, folder / "runtime", folder / "home")
+            sides[side] = Server(name, course_file, folder / "runtime", folder / "home", route.env(side))
         student = sides["student"]
         student.runtime.mkdir()
         for path in (student.home, student.runtime, base / "student"):
@@ -172,12 +181,13 @@ def test_release_fetch_submit_grade_and_feedback_between_two_servers(two_servers
     route, instructor_server, student = two_servers
     monkeypatch.setenv("GANKIT_COURSE_FILE", str(instructor_server.course_file))
     course = instructor_server.course()
-    assert course.exchange_dir == student.course().exchange_dir != course.runtime_dir / "exchange"
+    if route.shared_folder:
+        assert course.exchange_dir == student.course().exchange_dir != course.runtime_dir / "exchange"
     own = student.runtime / "students" / STUDENT
 
-    # Before any release: the student's side is fine, with nothing to fetch and no error.
-    before = student_doctor(student)
-    assert "ERROR" not in before and "nothing released yet" in before, before
+    if route.shared_folder:   # before any release: the student's side is fine, with nothing to fetch
+        before = student_doctor(student)
+        assert "ERROR" not in before and "nothing released yet" in before, before
 
     # The instructor's server: generate and release into the shared exchange.
     course = instructor_server.course()
@@ -193,25 +203,27 @@ def test_release_fetch_submit_grade_and_feedback_between_two_servers(two_servers
     solve(fetched, REPO_ROOT / "assignments" / ASSIGNMENT / fetched.name)
     os.chown(fetched, STUDENT_UID, STUDENT_GID)
 
-    # A broken inbound: the student cannot submit; the doctor says so on both sides, with the fix.
-    inbound = course.exchange_dir / course.course_id / "inbound"
-    os.chmod(inbound, 0o755)
-    refused = student_nbgrader(student, "submit", ASSIGNMENT, check=False)
-    assert refused.returncode != 0 and "write permissions" in refused.stdout + refused.stderr
-    verdict = student_doctor(student)
-    assert re.search(rf"ERROR {re.escape(str(inbound))} has mode 0755 .*you cannot submit.*chmod 2733 "
-                     rf"{re.escape(str(inbound))}", verdict), verdict
-    verdict = instructor_doctor(instructor_server, monkeypatch)
-    assert f"ERROR {inbound} has mode 0755: students cannot submit" in verdict and "chmod 2733" in verdict, verdict
-    os.chmod(inbound, 0o2733)   # the fix the doctor named
-    verdict = student_doctor(student)
-    assert "ERROR" not in verdict and f"you can submit into {inbound}" in verdict, verdict
+    if route.shared_folder:
+        # A broken inbound: the student cannot submit; the doctor says so on both sides, with the fix.
+        inbound = course.exchange_dir / course.course_id / "inbound"
+        os.chmod(inbound, 0o755)
+        refused = student_nbgrader(student, "submit", ASSIGNMENT, check=False)
+        assert refused.returncode != 0 and "write permissions" in refused.stdout + refused.stderr
+        verdict = student_doctor(student)
+        assert re.search(rf"ERROR {re.escape(str(inbound))} has mode 0755 .*you cannot submit.*chmod 2733 "
+                         rf"{re.escape(str(inbound))}", verdict), verdict
+        verdict = instructor_doctor(instructor_server, monkeypatch)
+        assert f"ERROR {inbound} has mode 0755: students cannot submit" in verdict and "chmod 2733" in verdict, verdict
+        os.chmod(inbound, 0o2733)   # the fix the doctor named
+        verdict = student_doctor(student)
+        assert "ERROR" not in verdict and f"you can submit into {inbound}" in verdict, verdict
 
     student_nbgrader(student, "submit", ASSIGNMENT)
-    [submission] = [p.name for p in inbound.iterdir()]
-    assert submission.startswith(f"{STUDENT}+{ASSIGNMENT}+")
-    listing = as_student(student, "ls", str(inbound), check=False)
-    assert listing.returncode != 0, "a student cannot list the others' submissions"
+    if route.shared_folder:
+        [submission] = [p.name for p in inbound.iterdir()]
+        assert submission.startswith(f"{STUDENT}+{ASSIGNMENT}+")
+        listing = as_student(student, "ls", str(inbound), check=False)
+        assert listing.returncode != 0, "a student cannot list the others' submissions"
 
     # The instructor's server: collect, autograde, feedback into the exchange.
     collected = intake.collect(course, ASSIGNMENT)
