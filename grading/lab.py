@@ -121,12 +121,10 @@ def lab_command(course: Course, role: str, *, student_id: str | None = None, roo
         argv += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
     if token is not None:
         argv.append(f"--IdentityProvider.token={token}")
-    if role == "student" and root != student_dir(course, student_id):
+    page = landing_page(course, student_id)
+    if role == "student" and page.is_relative_to(root):
         # Open on the landing page; Jupyter prints this URL (with the token) and / redirects to it.
-        page = landing_page(course, student_id).relative_to(root).as_posix()
-        argv.append(f"--LabApp.default_url=/lab/tree/{page}")
-    elif role == "student":
-        argv.append("--LabApp.default_url=/lab/tree/START.md")
+        argv.append(f"--LabApp.default_url=/lab/tree/{page.relative_to(root).as_posix()}")
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses it otherwise
     argv += list(extra_args)

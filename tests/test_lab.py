@@ -181,3 +181,11 @@ def test_the_landing_page_names_this_weeks_assignment_by_the_course_clock(course
     assert all((own / link).resolve().is_file() for link in links)
     assert all(f"`{w.assignment}`" in text for w in course.weeks)
     assert "ssh -N -L 8888:127.0.0.1:8888" in text and "SMOKE = True" in text and "notebooks/runs/" in text
+
+
+def test_a_root_elsewhere_starts_without_a_landing_url(course_runtime, tmp_path):
+    argv, _, root = lab_command(course_runtime, "student", student_id="ada")
+    assert root == course_runtime.runtime_dir / "students" / "ada", "runtime outside the repository: their folder"
+    assert "--LabApp.default_url=/lab/tree/START.md" in argv
+    argv, _, _ = lab_command(course_runtime, "student", student_id="ada", root=tmp_path / "elsewhere")
+    assert not any(a.startswith("--LabApp.default_url") for a in argv)
