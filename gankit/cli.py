@@ -22,6 +22,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gankit", description="The GAN course lab kit.")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="is this server ready? GPU, driver, torch build, data, exchange")
+    doctor.add_argument("--role", choices=("student", "instructor"), default=None,
+                        help="whose server this is, for the checks packages add (the course's exchange): "
+                        "default guessed by them; sets GANKIT_ROLE")
 
     def run_doctor(args):
         from gankit.doctor import main

@@ -13,6 +13,8 @@ with none installed still gets the rest of the report.
 """
 from __future__ import annotations
 
+import os
+
 import platform
 import shutil
 import subprocess
@@ -187,6 +189,9 @@ def render(findings: list[Finding]) -> str:
 
 
 def main(args=None) -> int:
+    role = getattr(args, "role", None)
+    if role:   # read by the registered checks (gankit itself has no roles)
+        os.environ["GANKIT_ROLE"] = role
     findings = diagnose(gather()) + registered_findings()
     print(render(findings))
     return 1 if any(f.level == "error" for f in findings) else 0

@@ -6,7 +6,8 @@ imports this package; pyproject.toml registers :func:`findings` in the ``gankit.
 entry-point group, and gankit appends what it returns. Like gankit's checks, facts are gathered in
 one place (:func:`gather`) and judged by a pure function (:func:`diagnose`), so every verdict is
 tested with faked facts: a course.yml that does not load (a misspelt key), an exchange that does
-not exist yet or is not writable (students cannot submit), no nbgrader JupyterLab extension, no
+not exist yet or is not writable (students cannot submit; grading/exchange_doctor.py checks it from the
+side given by ``gankit doctor --role student|instructor``), no nbgrader JupyterLab extension, no
 bubblewrap (TAs' sandboxed grading), no process limit for sandboxed kernels (a root grader without
 a writable cgroup cannot stop a fork bomb).
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gankit.doctor import Finding
+from grading.exchange_doctor import ExchangeFacts, diagnose_exchange, gather_exchange, guess_role
 
 
 @dataclass
@@ -31,6 +33,8 @@ class CourseFacts:
     nbgrader_lab: bool | None = None   # nbgrader's JupyterLab extension (assignment list) installed
     bubblewrap: str | None = None      # "ok", "missing", or why `bwrap` cannot make a sandbox here
     process_limit: tuple[str, str] | None = None  # (mechanism, detail): grading.sandbox.process_limit()
+    role: tuple[str, str] | None = None            # (student|instructor, how it was decided)
+    exchange_facts: ExchangeFacts | None = None    # the exchange seen from this account (grading/exchange_doctor.py)
 
 
 def diagnose(facts: CourseFacts) -> list[Finding]:
@@ -39,7 +43,11 @@ def diagnose(facts: CourseFacts) -> list[Finding]:
         findings.append(Finding("error", facts.course_problem))
     elif facts.course is not None:
         findings.append(Finding("ok", f"course {facts.course} is valid"))
-    if facts.exchange is not None:
+    if facts.role is not None:
+        findings.append(Finding("ok", f"checked as the {facts.role[0]}'s server: {facts.role[1]}"))
+    if facts.exchange_facts is not None and facts.role is not None:
+        findings += diagnose_exchange(facts.exchange_facts, facts.role[0])
+    elif facts.exchange is not None:
         if not facts.exchange.is_dir():
             findings.append(Finding("warn", f"nbgrader exchange {facts.exchange} does not exist yet "
                                     "(the instructor's first release creates it)"))
@@ -78,6 +86,8 @@ def gather() -> CourseFacts:
         course = load_course()
         facts.course = f"{course.course_id} ({course.source_file})"
         facts.exchange = course.exchange_dir
+        facts.role = guess_role(course)
+        facts.exchange_facts = gather_exchange(course)
     except CourseError as err:
         facts.course_problem = str(err)
     facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()

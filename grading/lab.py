@@ -5,9 +5,11 @@ A role is a folder of Jupyter configuration, ``course/server/<role>/``, put on
 grading/nbgrader_setup.py:
 
 * ``student``: the assignment list (fetch, submit) and Validate against the course's exchange; no
-  formgrader, no course list, no create-assignment toolbar. The notebook folder is the student's
-  own, ``<runtime>/students/<student id>`` (where ``make demo``'s class works too), and fetched
-  assignments land in it.
+  formgrader, no course list, no create-assignment toolbar. The server is rooted at the repository,
+  so the paper notebooks (notebooks/), training runs (runs/, notebooks/runs/) and the syllabus are
+  in the same lab; fetched assignments land in the student's own folder,
+  ``<runtime>/students/<student id>`` (nbgrader's ``Exchange.assignment_dir``), where the lab
+  opens on a landing page, ``START.md`` (grading/syllabus.py ``render_start``).
 * ``instructor``: all of nbgrader's extensions, the formgrader included, serving the course
   runtime folder (the formgrader wants the course root inside the server's notebook folder).
 
@@ -25,6 +27,8 @@ from pathlib import Path
 
 from grading.course import REPO_ROOT, Course, CourseError, load_course
 from grading.nbgrader_setup import ensure_runtime_layout
+from grading.pipeline import write_text
+from grading.syllabus import render_start
 
 SERVER_CONFIG = REPO_ROOT / "course" / "server"
 ROLES = ("student", "instructor")
@@ -37,11 +41,37 @@ def default_student_id() -> str:
     return get_username()
 
 
+def student_dir(course: Course, student_id: str) -> Path:
+    """The student's own folder: fetched assignments, their feedback, the landing page."""
+    return course.runtime_dir / "students" / student_id
+
+
 def notebook_root(course: Course, role: str, student_id: str) -> Path:
-    """The folder the server shows: the student's own, or the instructor's course root."""
+    """The folder the server shows: the instructor's course root; for a student the repository
+    (notebooks/, runs/, the syllabus and their own folder), or their own folder alone when the
+    course's runtime lies outside the repository (a server cannot show files outside its root)."""
     if role == "instructor":
         return course.runtime_dir
-    return course.runtime_dir / "students" / student_id
+    own = student_dir(course, student_id)
+    return REPO_ROOT if own.is_relative_to(REPO_ROOT) else own
+
+
+def landing_page(course: Course, student_id: str) -> Path:
+    """Where the student's lab opens: START.md in their folder (written by :func:`prepare_root`)."""
+    return student_dir(course, student_id) / "START.md"
+
+
+def exchange_state(course: Course) -> str | None:
+    """None when students can fetch from the exchange now, else one line saying why not, with no
+    instructor command in it (a student cannot run those)."""
+    exchange = course.exchange_dir
+    if not exchange.is_dir():
+        return (f"the exchange {exchange} does not exist on this server: if your course shares it from "
+                f"the instructor's server, it is not mounted here; `gankit doctor --role student` says more")
+    outbound = exchange / course.course_id / "outbound"
+    if not outbound.is_dir() or not any(outbound.iterdir()):
+        return f"nothing released yet by your instructor; the exchange is {exchange}"
+    return None
 
 
 def lab_command(course: Course, role: str, *, student_id: str | None = None, root: Path | None = None,
@@ -91,17 +121,34 @@ def lab_command(course: Course, role: str, *, student_id: str | None = None, roo
         argv += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
     if token is not None:
         argv.append(f"--IdentityProvider.token={token}")
+    page = landing_page(course, student_id)
+    if role == "student" and page.is_relative_to(root):
+        # Open on the landing page; Jupyter prints this URL (with the token) and / redirects to it.
+        argv.append(f"--LabApp.default_url=/lab/tree/{page.relative_to(root).as_posix()}")
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses it otherwise
     argv += list(extra_args)
     return argv, env, root
 
 
-def prepare_root(course: Course, role: str, root: Path) -> None:
-    """Create what the server expects to exist: the course runtime layout, the student's folder."""
+def prepare_root(course: Course, role: str, root: Path, student_id: str | None = None) -> None:
+    """Create what the server expects to exist: the course runtime layout for an instructor; for a
+    student their folder (nbgrader's assignment list changes into it), its landing page, and an
+    exchange kept in the runtime folder (one machine), so that the Assignment List shows an empty
+    list before the first release instead of three errors about a missing exchange. A shared
+    exchange elsewhere is never created here: a missing one is a missing mount."""
     if role == "instructor":
         ensure_runtime_layout(course)
     root.mkdir(parents=True, exist_ok=True)
+    if role != "student":
+        return
+    student_id = student_id or default_student_id()
+    own = student_dir(course, student_id)
+    own.mkdir(parents=True, exist_ok=True)
+    if course.exchange_dir.is_relative_to(course.runtime_dir) and not course.exchange_dir.is_dir():
+        course.exchange_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(course.exchange_dir, 0o1777)   # what nbgrader's exchange wants (grading/intake.py)
+    write_text(landing_page(course, student_id), render_start(course, student_id, own))
 
 
 def main(argv=None) -> int:
@@ -120,12 +167,18 @@ def main(argv=None) -> int:
     except CourseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    prepare_root(course, args.role, root)
+    prepare_root(course, args.role, root, env.get("GANKIT_STUDENT_ID"))
     who = f"student {env['GANKIT_STUDENT_ID']}" if args.role == "student" else "instructor"
     print(f"JupyterLab for the {who} of {course.course_id}\n  notebooks: {root}\n"
           f"  exchange:  {course.exchange_dir}\n  config:    {SERVER_CONFIG / args.role}", flush=True)
-    if args.role == "student" and not (course.exchange_dir / course.course_id / "outbound").is_dir():
-        print("  (nothing released yet: `make generate release` as the instructor first)", flush=True)
+    if args.role == "student":
+        print(f"  your work: {student_dir(course, env['GANKIT_STUDENT_ID'])} (the lab opens on START.md there)\n"
+              + (f"  listening on {args.ip} only; from a laptop: ssh -N -L 8888:127.0.0.1:8888 this-server "
+                 "(the port Jupyter prints; README, \"Two servers\")" if args.ip in ("127.0.0.1", "localhost", "::1")
+                 else f"  listening on {args.ip}: anyone who reaches it needs the token"), flush=True)
+        problem = exchange_state(course)
+        if problem:
+            print(f"  ({problem})", flush=True)
     os.chdir(root)  # nbgrader's extensions also read an nbgrader_config.py in the working folder
     os.execve(sys.executable, command, env)
     return 0  # not reached

@@ -81,11 +81,14 @@ def configure_exchange(c, course: Course) -> None:
 def configure_student(c, course: Course, student_id: str | None = None) -> None:
     """A student's server (course/server/student/): fetch, validate and submit, nothing else.
 
-    No course root and no gradebook: fetched assignments land in the server's notebook folder
-    (nbgrader's ``Exchange.assignment_dir``, "." by default). ``student_id`` names the submission;
-    without it nbgrader uses the login name (``nbgrader.utils.get_username``).
+    No course root and no gradebook. ``student_id`` names the submission, and fetched assignments
+    land in that student's folder, ``<runtime>/students/<id>`` (nbgrader's ``Exchange.assignment_dir``;
+    grading/lab.py roots the server at the repository above it). Without it nbgrader uses the login
+    name (``nbgrader.utils.get_username``) and the server's notebook folder (".").
     """
     configure_exchange(c, course)
+    if student_id:
+        c.Exchange.assignment_dir = str(course.runtime_dir / "students" / student_id)
     # Validate runs each cell under the grader's limit, not nbgrader's 30 s, so it agrees with autograde.
     c.Execute.timeout = course.grading.cell_timeout_s
     if student_id:

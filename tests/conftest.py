@@ -1,12 +1,14 @@
 """Shared fixtures. Tests never touch the network or the repository's own course runtime (they
-grade in temporary folders); the browser test only leaves its screenshots in runtime/test-output/.
+grade in temporary folders); the browser test only leaves its screenshots in runtime/test-output/
+(where it and tests/test_lab.py also keep a course while they run: a student's lab is rooted at
+the repository and must find the student's folder below it).
 
 Tests that need a program beyond Python carry a marker (needs_bwrap, needs_chromium,
-needs_postgres). Before such a test runs, the program itself is tried (not dpkg's list: a package
-can be installed and its binary unusable, e.g. bubblewrap without user namespaces). When it does
-not work the test skips, and the session ends with one line naming what was not tested and the
-command that installs it; under CI (CI=true) the test fails instead, since CI installs them all
-(.ci/system-packages)."""
+needs_postgres; needs_root for tests acting as a second Unix user). Before such a test runs, the
+program itself is tried (not dpkg's list: a package can be installed and its binary unusable,
+e.g. bubblewrap without user namespaces). When it does not work the test skips, and the session
+ends with one line naming what was not tested and the command that installs it; under CI
+(CI=true) the test fails instead, since CI installs them all (.ci/system-packages)."""
 from __future__ import annotations
 
 import glob
@@ -92,17 +94,26 @@ def _postgres_problem() -> str | None:
     return _version_problem(folder / "initdb")
 
 
+def _root_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "not running as root: a test that acts as a second Unix user (another server's student) needs root"
+    return None
+
+
 @dataclass(frozen=True)
 class SystemRequirement:
     packages: str          # the Debian packages that provide it
     untested: str          # what goes untested without it
     problem: Callable[[], str | None]
+    remedy: str = ""       # what to do instead of installing packages, when that is not the fix
 
 
 REQUIREMENTS = {
     "needs_bwrap": SystemRequirement("bubblewrap", "sandboxed grading", _bwrap_problem),
     "needs_chromium": SystemRequirement("chromium chromium-driver", "JupyterLab in a browser", _chromium_problem),
     "needs_postgres": SystemRequirement("postgresql", "the PostgreSQL gradebook", _postgres_problem),
+    "needs_root": SystemRequirement("", "two servers' users on one exchange", _root_problem,
+                                    remedy="run the tests as root (a container, or sudo) to include them"),
 }
 _problems: dict[str, str | None] = {}          # marker: why it is unusable (None: usable), probed once
 _not_tested: dict[str, list[str]] = {}         # marker: the tests skipped for it
@@ -122,8 +133,9 @@ def pytest_runtest_setup(item):
         if problem is None:
             continue
         if UNDER_CI:
-            pytest.fail(f"{problem} (CI is set, so {REQUIREMENTS[marker].packages} must work: "
-                        f".ci/system-packages installs it)", pytrace=False)
+            need = REQUIREMENTS[marker]
+            fix = need.remedy or f"{need.packages} must work: .ci/system-packages installs it"
+            pytest.fail(f"{problem} (CI is set, so {fix})", pytrace=False)
         _not_tested.setdefault(marker, []).append(item.nodeid)
         pytest.skip(f"{marker}: {problem}")
 
@@ -136,10 +148,11 @@ def pytest_terminal_summary(terminalreporter):
         return
     parts = [f"{REQUIREMENTS[m].untested} ({len(ids)} test{'s' if len(ids) > 1 else ''}, {REQUIREMENTS[m].packages})"
              for m, ids in _not_tested.items()]
-    packages = " ".join(REQUIREMENTS[m].packages for m in _not_tested)
-    terminalreporter.write_line(f"NOT TESTED here: {'; '.join(parts)}. Install with: sudo apt-get install "
-                                f"--no-install-recommends {packages} (or `make system-packages` as root)",
-                                yellow=True, bold=True)
+    packages = " ".join(REQUIREMENTS[m].packages for m in _not_tested if REQUIREMENTS[m].packages)
+    remedies = "".join(f"; {REQUIREMENTS[m].remedy}" for m in _not_tested if REQUIREMENTS[m].remedy)
+    install = (f" Install with: sudo apt-get install --no-install-recommends {packages} (or `make system-packages` "
+               "as root)") if packages else ""
+    terminalreporter.write_line(f"NOT TESTED here: {'; '.join(parts)}.{install}{remedies}", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The student's server in a real browser: week 1 fetched, solved, run, validated and submitted in
-JupyterLab (headless Chromium driven by Playwright), then collected and autograded by the
+"""The student's server in a real browser: the lab opens on the student's landing page (week 1's due
+date, links to the paper notebooks), a paper notebook opens from it, then week 1 is fetched, solved,
+run, validated and submitted in JupyterLab (headless Chromium driven by Playwright), then collected and autograded by the
 instructor, whose formgrader shows the score. Screenshots of every step, and both servers' logs,
 go to runtime/test-output/browser/ (`make test-browser` runs this test alone).
 
@@ -25,7 +26,7 @@ import pytest
 
 from grading import pipeline
 from grading.course import REPO_ROOT
-from grading.lab import lab_command, prepare_root
+from grading.lab import landing_page, lab_command, prepare_root, student_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.needs_chromium]
 
@@ -77,7 +78,7 @@ def running_lab(course, role: str, home: Path, log: Path):
     port = _free_port()
     argv, env, root = lab_command(course, role, student_id=STUDENT, port=port, token=token,
                                   extra_args=("--no-browser",))
-    prepare_root(course, role, root)
+    prepare_root(course, role, root, STUDENT)
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env.pop(var, None)
     env.update(HOME=str(home), GANKIT_DATA=str(home / "gankit-data"))
@@ -112,6 +113,19 @@ def running_lab(course, role: str, home: Path, log: Path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)   # whatever is left of the group
         proc.wait(timeout=15)
+
+
+@pytest.fixture
+def repo_course(monkeypatch):
+    """A fresh course whose runtime lies inside the repository (git-ignored runtime/test-output/),
+    as a clone's runtime/ does: the student's lab is rooted at the repository and shows their
+    folder there next to notebooks/. Removed afterwards."""
+    runtime = REPO_ROOT / "runtime" / "test-output" / f"browser-course-{os.getpid()}"
+    shutil.rmtree(runtime, ignore_errors=True)
+    monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(runtime))
+    from grading.course import load_course
+    yield load_course()
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture
@@ -201,11 +215,11 @@ class Student:
             pytest.fail(f"Run All stopped early (prompts {texts}):\n" + "\n".join(errors.all_inner_texts())[-3000:])
 
 
-def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point(browser, shots, course_runtime, tmp_path):
+def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point(browser, shots, repo_course, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)   # Playwright's 5 s is short for JupyterLab on 2 cores
-    course = course_runtime
+    course = repo_course
     week = course.week_of(ASSIGNMENT)
     pipeline.generate(course, ASSIGNMENT)
     pipeline.release(course, ASSIGNMENT)
@@ -221,8 +235,27 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
         page = context.new_page()
         page.set_default_timeout(30_000)
         me = Student(page, shots)
+        own = student_dir(course, STUDENT)
+        assert root == REPO_ROOT and own.is_relative_to(root), "one lab: the repository, the student's folder in it"
         try:
-            page.goto(f"{base}/lab?token={token}")
+            # The server's front page is the student's landing page, rendered: week 1 and its due date.
+            page.goto(f"{base}/?token={token}")
+            assert page.url.split("?")[0].endswith("/lab/tree/" + landing_page(course, STUDENT).relative_to(root).as_posix())
+            landing = page.locator(".jp-RenderedMarkdown", has_text="Schedule")
+            expect(landing).to_contain_text(f"{week.due:%a %d %b} {week.due:%H:%M}")
+            expect(landing).to_contain_text(ASSIGNMENT)
+            me.shot("landing-page")
+            # A paper notebook opens from its link there, in the same lab.
+            landing.get_by_role("link", name=week.notebook).click()
+            paper = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedMarkdown h1",
+                                 has_text="Week 1 — GAN foundations")
+            expect(paper).to_be_visible()
+            me.shot("paper-notebook")
+            me.menu("File")
+            me.menu_item("Close and Shut Down Notebook")
+            page.locator(".jp-Dialog .jp-mod-accept").click()   # "Shut down the notebook?"
+            expect(paper).to_have_count(0)
+
             # The student's Nbgrader menu: the assignment list, no formgrader or course list.
             labels = me.menu("Nbgrader")
             me.shot("nbgrader-menu")
@@ -240,9 +273,9 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
             fetched.locator(".assignment-notebooks-link").click()
             expect(fetched.get_by_role("link", name=Path(name).stem)).to_be_visible()
             me.shot("fetched")
-            assert (root / ASSIGNMENT / name).is_file(), "fetched into the student's notebook folder"
+            assert (own / ASSIGNMENT / name).is_file(), "fetched into the student's own folder"
 
-            student_nb = nbformat.read(root / ASSIGNMENT / name, as_version=4)   # the release, as fetched
+            student_nb = nbformat.read(own / ASSIGNMENT / name, as_version=4)   # the release, as fetched
             fetched.get_by_role("link", name=Path(name).stem).click()
             expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible()
             expect(me.cells()).to_have_count(len(student_nb.cells))
@@ -259,7 +292,7 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
             me.save()
             me.shot("solved")
             # What the browser typed is exactly the answer key (no auto-indent, no closed brackets).
-            saved = nbformat.read(root / ASSIGNMENT / name, as_version=4).cells
+            saved = nbformat.read(own / ASSIGNMENT / name, as_version=4).cells
             for index, _, text in solutions:
                 shift = 1 if index > parameters else 0
                 assert saved[index + shift].source == text, f"cell {index} was not typed as given"

@@ -14,3 +14,8 @@ c.ServerApp.jpserver_extensions = {
 # (labconfig/page_config.json also turns off the plugin that asks about news).
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 c.LabApp.news_url = None
+# Markdown opens rendered (the landing page START.md, the syllabus), so its links open in this lab;
+# *Open With > Editor* still edits. JupyterLab reads overrides.json from its app settings folder.
+import pathlib  # noqa: E402
+
+c.LabApp.app_settings_dir = str(pathlib.Path(__file__).resolve().parent / "lab-settings")
