@@ -27,8 +27,8 @@ from pathlib import Path
 
 from grading.course import REPO_ROOT, Course, CourseError, load_course
 from grading.nbgrader_setup import ensure_runtime_layout
-from grading.pipeline import write_text
 from grading.syllabus import render_start
+from gankit.io import atomic_write_text
 
 SERVER_CONFIG = REPO_ROOT / "course" / "server"
 ROLES = ("student", "instructor")
@@ -148,7 +148,7 @@ def prepare_root(course: Course, role: str, root: Path, student_id: str | None =
     if course.exchange_dir.is_relative_to(course.runtime_dir) and not course.exchange_dir.is_dir():
         course.exchange_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(course.exchange_dir, 0o1777)   # what nbgrader's exchange wants (grading/intake.py)
-    write_text(landing_page(course, student_id), render_start(course, student_id, own))
+    atomic_write_text(landing_page(course, student_id), render_start(course, student_id, own))
 
 
 def main(argv=None) -> int:

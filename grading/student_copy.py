@@ -54,6 +54,8 @@ STUDENT_PATHS = (
     "grading/lab.py",
     "grading/doctor.py",
     "grading/student_update.py",
+    "grading/syllabus.py",
+    "grading/exchange_doctor.py",
 )
 # Files of the copy made here rather than copied: {path in the copy: template in this repository}.
 TEMPLATES = {

@@ -28,7 +28,7 @@ from grading.student_copy import (MARKER, STUDENT_PATHS, TEMPLATES, StudentCopyE
 ISOLATE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
            "getattr(f, '__module__', '')]; ")
 STUDENT_MODULES = ("grading", "grading.course", "grading.nbgrader_setup", "grading.lab", "grading.doctor",
-                   "grading.student_update")
+                   "grading.student_update", "grading.syllabus", "grading.exchange_doctor")
 INSTRUCTOR_ONLY = ("checks.py", "demo.py", "pipeline.py", "batch.py", "sandbox.py", "student_copy.py", "__main__.py",
                    "intake.py", "preprocessors.py", "gradebook.py")
 
@@ -133,7 +133,7 @@ def test_the_copys_grading_modules_import_from_the_copy(built):
     assert result.returncode == 0, result.stderr
     config, root, *doctor = result.stdout.split()
     assert config == str(built / "course" / "server" / "student")
-    assert root == str(built / "runtime" / "students" / "ada")
+    assert root == str(built), "the student's lab shows the whole copy: paper notebooks, runs, syllabus"
     assert doctor == ["None", "None", "None"], "course.yml loads; no grader checks where there is no grader"
     # a module the copy lacks is not found elsewhere: the check above can fail
     missing = run_in_copy(built, "import grading.batch")
