@@ -117,6 +117,11 @@ def _problem(marker: str) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Skip (under CI: fail) a test whose system requirement is unusable, before its fixtures run."""
+    if item.get_closest_marker("needs_root") and os.geteuid() != 0:
+        reason = f"needs_root: not root (uid {os.geteuid()}), so no process can be started as another user"
+        if UNDER_CI:
+            pytest.fail(f"{reason} (CI is set: run the tests as root)", pytrace=False)
+        pytest.skip(reason)
     for marker in dict.fromkeys(m.name for m in item.iter_markers() if m.name in REQUIREMENTS):
         problem = _problem(marker)
         if problem is None:
