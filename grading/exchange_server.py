@@ -45,6 +45,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import traceback
 import zoneinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -259,8 +260,9 @@ class ExchangeStore:
         # What nbgrader's default ExchangeSubmit writes beside the files; a student's own copies are replaced.
         for name, text in (("timestamp.txt", timestamp), ("submission_secret.txt", secrets.token_hex(64))):
             target = files / name
-            if target.exists():
-                target.unlink()
+            if target.is_dir():
+                raise Refused(400, f"submission refused: {name} is nbgrader's file, not a folder")
+            target.unlink(missing_ok=True)
             with open(target, "x", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
@@ -361,6 +363,10 @@ class ExchangeHandler(BaseHTTPRequestHandler):
             if method == "POST":
                 self.close_connection = True   # the body may be unread: never parse it as the next request
             self.answer(err.status, {"error": str(err)})
+        except Exception:   # a bug or a full disk: logged here in full, the student gets one line
+            self.log_message("internal error on %s %s:\n%s", method, self.path.split("?")[0], traceback.format_exc())
+            self.close_connection = True
+            self.answer(500, {"error": "the exchange server failed; the instructor will find the reason in its log"})
 
     def log_message_text(self, text: str) -> None:
         self.log_message("%s", text)

@@ -247,7 +247,8 @@ def test_a_half_uploaded_submission_leaves_nothing(served):
     ({"/tmp/escaped-abs.txt": b"x"}, "absolute"),
     ({"problem.ipynb": ("symlink", "../../../gradebook.db")}, "a link"),
     ({"problem.ipynb": ("hardlink", "/etc/passwd")}, "a link"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink"])
+    ({"timestamp.txt/x": b"forged"}, "nbgrader's file"),
+], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "timestamp-folder"])
 def test_an_archive_with_links_or_escaping_paths_is_refused_whole(served, members, why):
     course, tokens, url, _ = served
     status, answer = _post(url, tokens["alice"], f"submissions/{ASSIGNMENT}", _tar(members))
