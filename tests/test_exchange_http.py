@@ -313,6 +313,73 @@ def test_submission_is_stored_as_nbgraders_own_submit_stores_it(served, tmp_path
         assert ours_sub[key] == default_sub[key], key
 
 
+def test_released_and_fetched_listing_matches_nbgraders_own(served, tmp_path, monkeypatch):
+    """The Assignment List reads these dicts: same keys and statuses as the default exchange's."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeList
+    from traitlets.config import Config
+
+    course, tokens, url, _ = served
+    ours_home, default_home = tmp_path / "ours", tmp_path / "default"
+    ours_home.mkdir()
+    default_home.mkdir()
+    cfg = Config()
+    cfg.Exchange.root = str(course.exchange_dir)
+    cfg.Exchange.assignment_dir = str(default_home)
+    cfg.CourseDirectory.course_id = course.course_id
+    cfg.CourseDirectory.assignment_id = ASSIGNMENT
+
+    def default(cls):
+        return cls(coursedir=CourseDirectory(config=cfg), authenticator=Authenticator(config=cfg), config=cfg)
+
+    def ours(cls):
+        return _exchange(cls, url, ours_home, tokens["alice"], monkeypatch)
+
+    for step in ("released", "fetched"):
+        mine, theirs = ours(HttpExchangeList).start(), default(ExchangeList).start()
+        assert [a["status"] for a in mine] == [a["status"] for a in theirs] == [step]
+        assert set(mine[0]) == set(theirs[0])
+        assert [set(nb) for nb in mine[0]["notebooks"]] == [set(nb) for nb in theirs[0]["notebooks"]]
+        assert [nb["notebook_id"] for nb in mine[0]["notebooks"]] == ["problem"]
+        if step == "released":
+            ours(HttpExchangeFetchAssignment).start()
+            default(ExchangeFetchAssignment).start()
+        else:
+            assert mine[0]["path"] == str(ours_home / ASSIGNMENT)
+    assert sorted(os.listdir(ours_home / ASSIGNMENT)) == sorted(os.listdir(default_home / ASSIGNMENT))
+
+
+def test_the_assignment_list_extension_drives_the_http_exchange(served, tmp_path_factory):
+    """What JupyterLab's Assignment List calls (nbgrader's server extension), in the student's
+    process with the student's configuration: list, Fetch, Submit, list again."""
+    course, tokens, url, _ = served
+    home = _student_home(tmp_path_factory.mktemp("student-lab"))
+    env = _student_env(home, _student_course_file(home, url), tokens["alice"])
+    script = f"""
+import json
+from nbgrader.server_extensions.assignment_list.handlers import AssignmentList
+lab = AssignmentList()
+lab.root_dir = {str(home / "notebooks")!r}
+steps = [lab.list_assignments({course.course_id!r}), lab.fetch_assignment({course.course_id!r}, {ASSIGNMENT!r}),
+         lab.submit_assignment({course.course_id!r}, {ASSIGNMENT!r}), lab.list_assignments({course.course_id!r})]
+print(json.dumps(steps))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=home / "notebooks", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, fetched, submitted, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(step["success"] for step in (before, fetched, submitted, after)), done.stdout[-3000:]
+    assert [a["status"] for a in before["value"]] == ["released"]
+    statuses = sorted(a["status"] for a in after["value"])
+    assert statuses == ["fetched", "submitted"]
+    fetched_entry = next(a for a in after["value"] if a["status"] == "fetched")
+    assert fetched_entry["path"] == ASSIGNMENT   # relative to the server's folder, as the extension expects
+    submitted_entry = next(a for a in after["value"] if a["status"] == "submitted")
+    assert submitted_entry["student_id"] == "alice" and len(submitted_entry["submissions"]) == 1
+    assert [n.split("+")[0] for n in _inbound(course)] == ["alice"]
+
+
 # --- what leaves the exchange -------------------------------------------------------------------
 
 
