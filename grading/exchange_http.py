@@ -236,10 +236,25 @@ def _md5(path: str) -> str:
         return hashlib.md5(handle.read()).hexdigest()
 
 
+class ExchangeUnavailable(RuntimeError):
+    """A list that failed inside JupyterLab (see HttpExchangeList.fail)."""
+
+
 class HttpExchangeList(HttpExchange, ABCExchangeList):
     """``nbgrader list``: released assignments, or this student's submissions (--inbound / --cached,
     which is what the Assignment List asks). Returns the structures nbgrader's default ExchangeList
     returns, so the Assignment List shows them unchanged."""
+
+    def fail(self, msg):
+        """ExchangeError under ``nbgrader list``; in JupyterLab another error, because the Assignment
+        List's handler replaces an ExchangeError of a list with "The exchange directory does not exist
+        and could not be created" (nbgrader's assignment_list handlers), which would hide what to do."""
+        from nbgrader.apps.listapp import ListApp
+
+        self.log.fatal(msg)
+        if ListApp.initialized():
+            raise ExchangeError(msg)
+        raise ExchangeUnavailable(msg)
 
     def init_src(self):
         pass

@@ -357,18 +357,23 @@ def test_the_assignment_list_extension_drives_the_http_exchange(served, tmp_path
     home = _student_home(tmp_path_factory.mktemp("student-lab"))
     env = _student_env(home, _student_course_file(home, url), tokens["alice"])
     script = f"""
-import json
+import json, os
 from nbgrader.server_extensions.assignment_list.handlers import AssignmentList
 lab = AssignmentList()
 lab.root_dir = {str(home / "notebooks")!r}
 steps = [lab.list_assignments({course.course_id!r}), lab.fetch_assignment({course.course_id!r}, {ASSIGNMENT!r}),
          lab.submit_assignment({course.course_id!r}, {ASSIGNMENT!r}), lab.list_assignments({course.course_id!r})]
+os.environ["GANKIT_EXCHANGE_TOKEN"] = "revoked-or-mistyped"
+steps.append(lab.list_assignments({course.course_id!r}))
 print(json.dumps(steps))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=home / "notebooks", env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    before, fetched, submitted, after = json.loads(done.stdout.strip().splitlines()[-1])
+    before, fetched, submitted, after, wrong_token = json.loads(done.stdout.strip().splitlines()[-1])
+    # a refused token shows what to do, not nbgrader's "The exchange directory does not exist"
+    assert not wrong_token["success"] and "refused the token" in wrong_token["value"]
+    assert "exchange-token" in wrong_token["value"]
     assert all(step["success"] for step in (before, fetched, submitted, after)), done.stdout[-3000:]
     assert [a["status"] for a in before["value"]] == ["released"]
     statuses = sorted(a["status"] for a in after["value"])
@@ -511,6 +516,10 @@ def test_the_student_side_needs_no_file_of_the_instructor(served, tmp_path_facto
     _student_nbgrader(home, env, "fetch_assignment", ASSIGNMENT, hide=instructor_root)
     _student_nbgrader(home, env, "submit", ASSIGNMENT, hide=instructor_root)
     assert [n.split("+")[0] for n in _inbound(course)] == ["alice"]
+    # nbgrader's own command line with a wrong token: one clear message, no traceback
+    wrong = subprocess.run([sys.executable, "-m", "nbgrader", "list"], cwd=home / "notebooks", capture_output=True,
+                           text=True, timeout=300, env={**env, "GANKIT_EXCHANGE_TOKEN": "mistyped"})
+    assert wrong.returncode != 0 and "refused the token" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def _interpreter_for(uid: int) -> tuple[str, dict] | None:
