@@ -188,7 +188,10 @@ class HttpExchange(ABCExchange):
         """One request to ``<url>/api/v1/<course>/<path>``; any failure is an ExchangeError that says what to do."""
         if not self.url:
             self.fail("no exchange server configured (course.yml exchange_server.url)")
-        token, token_source = read_token()
+        try:
+            token, token_source = read_token()
+        except ExchangeError as err:
+            self.fail(str(err))   # through fail: the list's own error type in JupyterLab
         address = f"{self.url.rstrip('/')}/{API}/{urllib.parse.quote(self.course_id())}/{path}"
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if body is not None:

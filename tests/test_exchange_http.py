@@ -365,12 +365,15 @@ steps = [lab.list_assignments({course.course_id!r}), lab.fetch_assignment({cours
          lab.submit_assignment({course.course_id!r}, {ASSIGNMENT!r}), lab.list_assignments({course.course_id!r})]
 os.environ["GANKIT_EXCHANGE_TOKEN"] = "revoked-or-mistyped"
 steps.append(lab.list_assignments({course.course_id!r}))
+del os.environ["GANKIT_EXCHANGE_TOKEN"]   # and no token file in this HOME
+steps.append(lab.list_assignments({course.course_id!r}))
 print(json.dumps(steps))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=home / "notebooks", env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    before, fetched, submitted, after, wrong_token = json.loads(done.stdout.strip().splitlines()[-1])
+    before, fetched, submitted, after, wrong_token, no_token = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not no_token["success"] and "add-student" in no_token["value"]
     # a refused token shows what to do, not nbgrader's "The exchange directory does not exist"
     assert not wrong_token["success"] and "refused the token" in wrong_token["value"]
     assert "exchange-token" in wrong_token["value"]
