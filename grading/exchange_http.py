@@ -86,7 +86,10 @@ def safe_extract(fileobj, dest: Path, *, limit_bytes: int, fsync: bool = False) 
                 raise UnsafeArchive(f"more than {MAX_MEMBERS} entries")
             parts = member_parts(member.name)
             if member.isdir():
-                (dest.joinpath(*parts)).mkdir(parents=True, exist_ok=True)
+                try:
+                    (dest.joinpath(*parts)).mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError):
+                    raise UnsafeArchive(f"{member.name!r}: a folder where the archive already has a file") from None
                 continue
             if not member.isreg():
                 kind = "a link" if (member.issym() or member.islnk()) else "not a regular file"
@@ -95,11 +98,11 @@ def safe_extract(fileobj, dest: Path, *, limit_bytes: int, fsync: bool = False) 
             if total > limit_bytes:
                 raise UnsafeArchive(f"more than {limit_bytes} bytes of files")
             target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            except FileExistsError:
-                raise UnsafeArchive(f"{member.name!r}: listed twice") from None
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                raise UnsafeArchive(f"{member.name!r}: listed twice, or a file and a folder of one name") from None
             try:
                 source = tar.extractfile(member)
                 while True:

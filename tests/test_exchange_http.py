@@ -248,7 +248,10 @@ def test_a_half_uploaded_submission_leaves_nothing(served):
     ({"problem.ipynb": ("symlink", "../../../gradebook.db")}, "a link"),
     ({"problem.ipynb": ("hardlink", "/etc/passwd")}, "a link"),
     ({"timestamp.txt/x": b"forged"}, "nbgrader's file"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "timestamp-folder"])
+    ({"problem.ipynb": b"{}", "problem.ipynb/x": b"{}"}, "a file and a folder"),
+    ({"problem.ipynb": b"{}", "./problem.ipynb": b"{}"}, "listed twice"),
+], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "timestamp-folder", "file-folder-clash",
+        "twice"])
 def test_an_archive_with_links_or_escaping_paths_is_refused_whole(served, members, why):
     course, tokens, url, _ = served
     status, answer = _post(url, tokens["alice"], f"submissions/{ASSIGNMENT}", _tar(members))
