@@ -35,7 +35,7 @@ export MPLBACKEND ?= Agg
 PIP_QUIET := sed '/is ignored: it is neither a file nor a directory/d'
 CONSTRAINT_FLAG := $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS),)
 
-.PHONY: help setup system-packages demo test test-fast test-browser lint lab data syllabus doctor generate release \
+.PHONY: exchange-server help setup system-packages demo test test-fast test-browser lint lab data syllabus doctor generate release \
         collect zip_collect autograde feedback grades bench strip lock clean clean-venv clean-runtime clean-all \
         student-copy
 
@@ -106,6 +106,9 @@ feedback: setup ## Instructor: generate and release feedback for ASSIGNMENT
 
 grades: setup ## Instructor: export grades (CSV under the runtime folder) and print the table
 	$(BIN)/python -m grading grades
+
+exchange-server: setup ## Instructor: serve the exchange over HTTP to students' servers with no shared folder (LISTEN=127.0.0.1:8765)
+	$(BIN)/python -m grading exchange serve $(if $(LISTEN),--listen $(LISTEN))
 
 bench: setup ## Benchmarks, each printing ratios measured side by side (Trainer, CycleGAN, StarGAN, codec, grading)
 	$(BIN)/python benchmarks/trainer_overhead.py

@@ -37,6 +37,14 @@ def main(argv=None) -> int:
     sub.add_parser("grades", help="export grades to CSV and print them")
     sc = sub.add_parser("student_copy", help="write the repository students clone (no solutions) into DEST, a git repo")
     sc.add_argument("dest", type=Path)
+    ex = sub.add_parser("exchange", help="the HTTP exchange for students' servers that share no folder")
+    ex_sub = ex.add_subparsers(dest="exchange_command", required=True)
+    ex_serve = ex_sub.add_parser("serve", help="serve the course's exchange folder over HTTP")
+    ex_serve.add_argument("--listen", default=None, metavar="HOST:PORT",
+                          help="default: course.yml exchange_server.listen (127.0.0.1:8765)")
+    ex_sub.add_parser("add-student", help="print a new token for a student (shown once)").add_argument("student_id")
+    ex_sub.add_parser("remove-student", help="revoke a student's token").add_argument("student_id")
+    ex_sub.add_parser("list-students", help="the students who hold a token")
     args = parser.parse_args(argv)
 
     try:
@@ -93,6 +101,21 @@ def main(argv=None) -> int:
                 print(f"{notebook}: {path}")
             if not built:
                 print(f"{args.assignment} has no hidden checks (gankit.checks.hidden_check)")
+        elif args.command == "exchange":
+            from grading import exchange_server
+            if args.exchange_command == "serve":
+                exchange_server.serve(course, args.listen or course.exchange_server.listen,
+                                      course.exchange_server.max_upload_mb)
+            elif args.exchange_command == "add-student":
+                token = exchange_server.add_student(course, args.student_id)
+                print(f"token for {args.student_id} (shown once; only its hash is kept in "
+                      f"{exchange_server.tokens_file(course)}):\n{token}\n"
+                      f"The student writes it to ~/.config/gankit/exchange-token with mode 600.")
+            elif args.exchange_command == "remove-student":
+                exchange_server.remove_student(course, args.student_id)
+                print(f"{args.student_id}'s token no longer works")
+            else:
+                print("\n".join(sorted(exchange_server.read_tokens(course))) or "no students hold a token yet")
         elif args.command == "grades":
             path = pipeline.export_grades(course)
             rows = pipeline.read_grades_csv(path)

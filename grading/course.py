@@ -30,12 +30,14 @@ class CourseError(ValueError):
 # cannot silently turn into a default. grading.parameters is free-form: its keys are the names of
 # the notebooks' parameters (checked to be Python names).
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("course_id", "title", "term", "instructors", "timezone", "paths", "grading", "late_policy", "weeks"),
+    "": ("course_id", "title", "term", "instructors", "timezone", "paths", "grading", "late_policy", "weeks",
+         "exchange_server"),
     "paths": ("runtime", "exchange"),
     "grading": ("cell_timeout_s", "notebook_timeout_s", "max_kernel_restarts", "max_processes", "max_output_mb",
                 "max_submission_output_mb",
                 "gradebook_url", "parameters"),
     "late_policy": ("penalty_per_day", "max_days"),
+    "exchange_server": ("url", "listen", "max_upload_mb"),
     "weeks[]": ("week", "title", "release", "due", "notebook", "assignment", "points", "papers"),
     "papers[]": ("title", "authors", "venue", "year", "link"),
 }
@@ -106,6 +108,14 @@ class LatePolicy:
 
 
 @dataclass(frozen=True)
+class ExchangeServer:
+    """The HTTP exchange (grading/exchange_server.py) for students' servers that share no folder."""
+    url: str | None = None          # students' side: where the server is; None: the shared-folder exchange
+    listen: str = "127.0.0.1:8765"  # course server's side: loopback; reached through SSH or a TLS proxy
+    max_upload_mb: float = 100.0    # the largest submission accepted
+
+
+@dataclass(frozen=True)
 class Course:
     course_id: str
     title: str
@@ -117,6 +127,7 @@ class Course:
     late_policy: LatePolicy
     weeks: tuple[Week, ...]
     source_file: Path
+    exchange_server: ExchangeServer = field(default_factory=ExchangeServer)
 
     @property
     def gradebook_url(self) -> str:
@@ -336,6 +347,18 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
     penalty_per_day = fraction(late_raw, "penalty_per_day", 0.0, "late_policy.penalty_per_day",
                                " (the share of the score off per day late, e.g. 0.10)")
     max_days = whole_number(late_raw, "max_days", 0, "late_policy.max_days", 0, " (days late still accepted)")
+    server_raw = section(raw, "exchange_server", KNOWN_KEYS["exchange_server"], "exchange_server")
+    server_url = server_raw.get("url")
+    if server_url is not None and not (isinstance(server_url, str) and re.match(r"^https?://[^/\s]+", server_url)):
+        raise CourseError(f"{source}: exchange_server.url must be the exchange server's address, e.g. "
+                          f"http://127.0.0.1:8765 (through an SSH tunnel) or https://course.example.org; got {server_url!r}")
+    max_upload_mb = server_raw.get("max_upload_mb", 100)
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or max_upload_mb <= 0:
+        raise CourseError(f"{source}: exchange_server.max_upload_mb must be a positive number of megabytes, e.g. 100; "
+                          f"got {max_upload_mb!r}")
+    exchange_server = ExchangeServer(url=server_url or None,
+                                     listen=text(server_raw, "listen", "127.0.0.1:8765", "exchange_server.listen"),
+                                     max_upload_mb=float(max_upload_mb))
     return Course(
         course_id=need(raw, "course_id", str, "the file"),
         title=need(raw, "title", str, "the file"),
@@ -356,4 +379,5 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
         late_policy=LatePolicy(penalty_per_day=penalty_per_day, max_days=max_days),
         weeks=tuple(weeks),
         source_file=source.resolve(),
+        exchange_server=exchange_server,
     )

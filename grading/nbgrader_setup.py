@@ -93,6 +93,15 @@ def configure_student(c, course: Course, student_id: str | None = None) -> None:
     c.Execute.timeout = course.grading.cell_timeout_s
     if student_id:
         c.CourseDirectory.student_id = student_id
+    if course.exchange_server.url:
+        # No shared folder: the assignment list talks to the course's exchange server over HTTP
+        # (grading/exchange_http.py), as the student its token names (README, "Separate servers").
+        from grading.exchange_http import STUDENT_CLASSES
+
+        for action, class_name in STUDENT_CLASSES.items():
+            setattr(c.ExchangeFactory, action, class_name)
+        c.HttpExchange.url = course.exchange_server.url
+        c.HttpExchange.max_upload_mb = course.exchange_server.max_upload_mb
 
 
 def configure(c, course: Course) -> None:

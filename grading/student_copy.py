@@ -56,6 +56,7 @@ STUDENT_PATHS = (
     "grading/student_update.py",
     "grading/syllabus.py",
     "grading/exchange_doctor.py",
+    "grading/exchange_http.py",
 )
 # Files of the copy made here rather than copied: {path in the copy: template in this repository}.
 TEMPLATES = {

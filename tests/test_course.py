@@ -165,7 +165,7 @@ def _course_text() -> str:
     ('authors: "Goodfellow et al."', 'author: "Goodfellow et al."',
      "unknown key 'weeks[0].papers[0].author'; did you mean 'weeks[0].papers[0].authors'?"),
     ("\ntimezone:", "\ncolour: blue\ntimezone:", "unknown key 'colour' at the top level; the keys at the top level "
-     "are: course_id, title, term, instructors, timezone, paths, grading, late_policy, weeks"),
+     "are: course_id, title, term, instructors, timezone, paths, grading, late_policy, weeks, exchange_server"),
 ])
 def test_an_unknown_key_is_an_error_naming_it_and_the_file(tmp_path, old, new, message):
     """A misspelt key used to be ignored: `late_polcy:` meant no late penalty at all."""

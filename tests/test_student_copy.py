@@ -28,7 +28,8 @@ from grading.student_copy import (MARKER, STUDENT_PATHS, TEMPLATES, StudentCopyE
 ISOLATE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
            "getattr(f, '__module__', '')]; ")
 STUDENT_MODULES = ("grading", "grading.course", "grading.nbgrader_setup", "grading.lab", "grading.doctor",
-                   "grading.student_update", "grading.syllabus", "grading.exchange_doctor")
+                   "grading.student_update", "grading.syllabus", "grading.exchange_doctor",
+                   "grading.exchange_http")
 INSTRUCTOR_ONLY = ("checks.py", "demo.py", "pipeline.py", "batch.py", "sandbox.py", "student_copy.py", "__main__.py",
                    "intake.py", "preprocessors.py", "gradebook.py")
 
