@@ -34,6 +34,7 @@ class CourseFacts:
     bubblewrap: str | None = None      # "ok", "missing", or why `bwrap` cannot make a sandbox here
     process_limit: tuple[str, str] | None = None  # (mechanism, detail): grading.sandbox.process_limit()
     role: tuple[str, str] | None = None            # (student|instructor, how it was decided)
+    exchange_server: tuple[bool, str] | None = None  # a student's HTTP exchange: (answers, why) (grading/exchange_http.py)
     exchange_facts: ExchangeFacts | None = None    # the exchange seen from this account (grading/exchange_doctor.py)
 
 
@@ -45,7 +46,10 @@ def diagnose(facts: CourseFacts) -> list[Finding]:
         findings.append(Finding("ok", f"course {facts.course} is valid"))
     if facts.role is not None:
         findings.append(Finding("ok", f"checked as the {facts.role[0]}'s server: {facts.role[1]}"))
-    if facts.exchange_facts is not None and facts.role is not None:
+    if facts.exchange_server is not None:
+        answers, line = facts.exchange_server
+        findings.append(Finding("ok" if answers else "error", line))
+    elif facts.exchange_facts is not None and facts.role is not None:
         findings += diagnose_exchange(facts.exchange_facts, facts.role[0])
     elif facts.exchange is not None:
         if not facts.exchange.is_dir():
@@ -87,7 +91,13 @@ def gather() -> CourseFacts:
         facts.course = f"{course.course_id} ({course.source_file})"
         facts.exchange = course.exchange_dir
         facts.role = guess_role(course)
-        facts.exchange_facts = gather_exchange(course)
+        if course.exchange_server.url and facts.role[0] == "student":
+            # No shared folder on a student's server: the exchange is the course server's, over HTTP.
+            from grading.exchange_http import probe
+
+            facts.exchange_server = probe(course.exchange_server.url, course.course_id)
+        else:   # an instructor's server holds the folder the HTTP exchange serves: its modes still matter
+            facts.exchange_facts = gather_exchange(course)
     except CourseError as err:
         facts.course_problem = str(err)
     facts.nbgrader_lab = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader").is_dir()

@@ -503,3 +503,26 @@ STUDENT_CLASSES = {
     "submit": "grading.exchange_http.HttpExchangeSubmit",
     "fetch_feedback": "grading.exchange_http.HttpExchangeFetchFeedback",
 }
+
+
+def probe(url: str, course_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """(answers, one line): whether the exchange server at ``url`` knows this student's token, for
+    `make lab` and `gankit doctor` on a student's server. Nothing is raised: the line says why not."""
+    try:
+        token, source = read_token()
+    except ExchangeError as err:
+        return False, str(err)
+    address = f"{url.rstrip('/')}/{API}/{urllib.parse.quote(course_id)}/whoami"
+    request = urllib.request.Request(address, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            who = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            return False, (f"the exchange server at {url} does not know the token in {source}: ask the instructor "
+                           f"for a new one and write it to {TOKEN_FILE} (chmod 600)")
+        return False, f"the exchange server at {url} answered {err.code} {err.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        hint = HttpExchange(url=url).tunnel_hint()
+        return False, f"cannot reach the course's exchange server at {url} ({getattr(err, 'reason', err)}){hint}"
+    return True, f"the exchange server at {url} answers; you submit as {who.get('student_id')} (token in {source})"

@@ -64,6 +64,11 @@ def landing_page(course: Course, student_id: str) -> Path:
 def exchange_state(course: Course) -> str | None:
     """None when students can fetch from the exchange now, else one line saying why not, with no
     instructor command in it (a student cannot run those)."""
+    if course.exchange_server.url:   # no shared folder: ask the course's exchange server (README, "Separate servers")
+        from grading.exchange_http import probe
+
+        answers, line = probe(course.exchange_server.url, course.course_id)
+        return None if answers else line
     exchange = course.exchange_dir
     if not exchange.is_dir():
         return (f"the exchange {exchange} does not exist on this server: if your course shares it from "
@@ -145,7 +150,8 @@ def prepare_root(course: Course, role: str, root: Path, student_id: str | None =
     student_id = student_id or default_student_id()
     own = student_dir(course, student_id)
     own.mkdir(parents=True, exist_ok=True)
-    if course.exchange_dir.is_relative_to(course.runtime_dir) and not course.exchange_dir.is_dir():
+    if (not course.exchange_server.url and course.exchange_dir.is_relative_to(course.runtime_dir)
+            and not course.exchange_dir.is_dir()):
         course.exchange_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(course.exchange_dir, 0o1777)   # what nbgrader's exchange wants (grading/intake.py)
     atomic_write_text(landing_page(course, student_id), render_start(course, student_id, own))
@@ -169,8 +175,9 @@ def main(argv=None) -> int:
         return 2
     prepare_root(course, args.role, root, env.get("GANKIT_STUDENT_ID"))
     who = f"student {env['GANKIT_STUDENT_ID']}" if args.role == "student" else "instructor"
+    exchange = course.exchange_server.url or course.exchange_dir
     print(f"JupyterLab for the {who} of {course.course_id}\n  notebooks: {root}\n"
-          f"  exchange:  {course.exchange_dir}\n  config:    {SERVER_CONFIG / args.role}", flush=True)
+          f"  exchange:  {exchange}\n  config:    {SERVER_CONFIG / args.role}", flush=True)
     if args.role == "student":
         print(f"  your work: {student_dir(course, env['GANKIT_STUDENT_ID'])} (the lab opens on START.md there)\n"
               + (f"  listening on {args.ip} only; from a laptop: ssh -N -L 8888:127.0.0.1:8888 this-server "
