@@ -1,8 +1,11 @@
-"""The student's server in a real browser: the lab opens on the student's landing page (week 1's due
-date, links to the paper notebooks), a paper notebook opens from it, then week 1 is fetched, solved,
-run, validated and submitted in JupyterLab (headless Chromium driven by Playwright), then collected and autograded by the
-instructor, whose formgrader shows the score. Screenshots of every step, and both servers' logs,
-go to runtime/test-output/browser/ (`make test-browser` runs this test alone).
+"""A student on their own server, in a real browser, and the instructor on another: the two share
+only the exchange, over each supported route (a shared folder; the HTTP exchange server). The
+student's lab opens on their landing page (week 1's due date, links to the paper notebooks), a
+paper notebook opens from it, then week 1 is fetched, solved, run, validated and submitted in
+JupyterLab (headless Chromium driven by Playwright); the instructor collects, autogrades and
+releases feedback, which the student fetches and reads in the same lab; the instructor's
+formgrader shows the score. Screenshots of every step, and both servers' logs, go to
+runtime/test-output/browser/<route>/ (`make test-browser` runs this test alone).
 
 Needs Debian's Chromium (`apt-get install chromium chromium-driver`; another binary with
 GANKIT_CHROMIUM=/path): Playwright's own browser download cannot run here. Without it the test
@@ -68,7 +71,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_lab(course, role: str, home: Path, log: Path):
+def running_lab(course, role: str, home: Path, log: Path, extra_env: dict | None = None):
     """Start `python -m grading.lab`'s server for ROLE; yield its base URL and token; always stop it.
 
     HOME (hence ~/.jupyter, nbgrader's submission cache, the kernel's caches) and GANKIT_DATA are
@@ -81,7 +84,8 @@ def running_lab(course, role: str, home: Path, log: Path):
     prepare_root(course, role, root, STUDENT)
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env.pop(var, None)
-    env.update(HOME=str(home), GANKIT_DATA=str(home / "gankit-data"))
+    env.update(HOME=str(home), GANKIT_DATA=str(home / "gankit-data"), GANKIT_COURSE_FILE=str(course.source_file),
+               **(extra_env or {}))
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         # Its own process group: the kernels it starts are stopped with it.
@@ -115,17 +119,66 @@ def running_lab(course, role: str, home: Path, log: Path):
         proc.wait(timeout=15)
 
 
-@pytest.fixture
-def repo_course(monkeypatch):
-    """A fresh course whose runtime lies inside the repository (git-ignored runtime/test-output/),
-    as a clone's runtime/ does: the student's lab is rooted at the repository and shows their
-    folder there next to notebooks/. Removed afterwards."""
-    runtime = REPO_ROOT / "runtime" / "test-output" / f"browser-course-{os.getpid()}"
+ROUTES = ("shared-folder", "http")
+
+
+@pytest.fixture(params=ROUTES)
+def two_servers(request, monkeypatch, tmp_path):
+    """(route, instructor's course, student's course, what the student's server adds to its environment).
+
+    Two "servers" on this machine that share nothing but the exchange: each has its own course.yml,
+    runtime folder and HOME. ``shared-folder``: both course.yml name one exchange folder (what an NFS
+    or sshfs mount gives each server). ``http``: the instructor's exchange folder is served by
+    `python -m grading exchange serve` on loopback, and the student's course.yml names its URL and the
+    student holds a token (README, "Separate servers"). The student's runtime lies inside the
+    repository (git-ignored runtime/test-output/), as a clone's runtime/ does: the student's lab is
+    rooted at the repository and shows their folder there next to notebooks/.
+    """
+    from grading import exchange_server
+    from grading.course import COURSE_FILE, load_course
+
+    route = request.param
+    exchange = tmp_path / "srv" / "nbgrader" / "exchange"
+    exchange.mkdir(parents=True)
+    os.chmod(exchange, 0o1777)
+    text = re.sub(r"(?m)^(\s*)exchange: .*$", rf"\1exchange: {exchange}", COURSE_FILE.read_text(), count=1)
+    (tmp_path / "instructor").mkdir()
+    instructor_file = tmp_path / "instructor" / "course.yml"
+    instructor_file.write_text(text)
+    monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(tmp_path / "instructor" / "runtime"))
+    instructor = load_course(instructor_file)
+
+    student_home = tmp_path / "home-student"
+    student_env: dict[str, str] = {}
+    server = None
+    if route == "http":
+        server = exchange_server.make_server(instructor, "127.0.0.1:0", 100.0)
+        exchange_server.serve_in_thread(server)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        # The student's server knows only the URL: its own exchange folder stays in its own runtime.
+        text = COURSE_FILE.read_text() + f"\nexchange_server:\n  url: {url}\n"
+        token_file = student_home / ".config" / "gankit" / "exchange-token"
+        token_file.parent.mkdir(parents=True)
+        token_file.write_text(exchange_server.add_student(instructor, STUDENT) + "\n")
+        os.chmod(token_file, 0o600)
+    student_file = tmp_path / "student-course.yml"
+    student_file.write_text(text)
+    runtime = REPO_ROOT / "runtime" / "test-output" / f"browser-student-{os.getpid()}-{route}"
     shutil.rmtree(runtime, ignore_errors=True)
     monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(runtime))
-    from grading.course import load_course
-    yield load_course()
-    shutil.rmtree(runtime, ignore_errors=True)
+    student = load_course(student_file)
+    monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(instructor.runtime_dir))
+    if route == "http":
+        assert student.exchange_server.url and not student.exchange_dir.exists()
+    else:
+        assert student.exchange_dir == instructor.exchange_dir == exchange
+    try:
+        yield route, instructor, student, student_home, student_env
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture
@@ -141,13 +194,14 @@ def browser(chromium_executable):
 
 
 @pytest.fixture
-def shots(capsys):
-    """The screenshot folder, emptied; its path is printed even when pytest captures output."""
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
+def shots(capsys, two_servers):
+    """The route's screenshot folder, emptied; its path is printed even when pytest captures output."""
+    folder = SHOTS / two_servers[0]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     with capsys.disabled():
-        print(f"\n[browser] screenshots in {SHOTS}")
-    return SHOTS
+        print(f"\n[browser] screenshots in {folder}")
+    return folder
 
 
 class Student:
@@ -215,11 +269,11 @@ class Student:
             pytest.fail(f"Run All stopped early (prompts {texts}):\n" + "\n".join(errors.all_inner_texts())[-3000:])
 
 
-def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point(browser, shots, repo_course, tmp_path):
+def test_a_student_on_their_own_server_submits_week1_and_reads_the_feedback(browser, shots, two_servers, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)   # Playwright's 5 s is short for JupyterLab on 2 cores
-    course = repo_course
+    route, course, student_course, student_home, student_env = two_servers
     week = course.week_of(ASSIGNMENT)
     pipeline.generate(course, ASSIGNMENT)
     pipeline.release(course, ASSIGNMENT)
@@ -230,17 +284,18 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
     assert sum(auto_points.values()) + sum(manual_points.values()) == week.points
 
     log = shots / "jupyterlab-student.log"
-    with running_lab(course, "student", tmp_path / "home-student", log) as (base, token, root):
+    with running_lab(student_course, "student", student_home, log, student_env) as (base, token, root):
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)
         me = Student(page, shots)
-        own = student_dir(course, STUDENT)
+        own = student_dir(student_course, STUDENT)
         assert root == REPO_ROOT and own.is_relative_to(root), "one lab: the repository, the student's folder in it"
         try:
             # The server's front page is the student's landing page, rendered: week 1 and its due date.
             page.goto(f"{base}/?token={token}")
-            assert page.url.split("?")[0].endswith("/lab/tree/" + landing_page(course, STUDENT).relative_to(root).as_posix())
+            start_page = landing_page(student_course, STUDENT).relative_to(root).as_posix()
+            assert page.url.split("?")[0].endswith("/lab/tree/" + start_page)
             landing = page.locator(".jp-RenderedMarkdown", has_text="Schedule")
             expect(landing).to_contain_text(f"{week.due:%a %d %b} {week.due:%H:%M}")
             expect(landing).to_contain_text(ASSIGNMENT)
@@ -318,22 +373,42 @@ def test_a_student_submits_week1_from_jupyterlab_and_gets_every_autograded_point
             me.shot("submitted")
             # The student's server serves no formgrader at all, not just no menu entry for it.
             assert page.request.get(f"{base}/formgrader?token={token}").status == 404
+
+            # The instructor's server, meanwhile: `make collect autograde feedback`.
+            pipeline.collect(course, ASSIGNMENT)
+            pipeline.autograde(course, ASSIGNMENT, STUDENT)
+            scores = pipeline.cell_scores(course, ASSIGNMENT)[STUDENT]
+            assert {g: s.score for g, s in scores.items() if g in auto_points} == auto_points
+            for grade_id in manual_points:   # the written answer waits for the TA, as typed
+                assert scores[grade_id].needs_manual_grade and scores[grade_id].score is None
+            collected = course.runtime_dir / "submitted" / STUDENT / ASSIGNMENT / name
+            sources = [c.source for c in nbformat.read(collected, as_version=4).cells]
+            assert all(text in sources for _, _, text in solutions), "the submission holds what was typed"
+            assert pipeline.feedback(course, ASSIGNMENT).released == (STUDENT,)
+
+            # Back on the student's server: the Assignment List offers the feedback; it is fetched and read.
+            page.reload()
+            me.menu("Nbgrader")
+            me.menu_item("Assignment List")
+            submitted = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+            expect(submitted).to_contain_text("feedback available to fetch")
+            me.shot("feedback-available")
+            submitted.get_by_role("button", name="Fetch Feedback").click()
+            view = page.locator("#submitted_assignments_list a", has_text="view feedback").first
+            expect(view).to_be_visible()
+            view.click()   # the file browser goes to the feedback folder
+            [html] = sorted((own / ASSIGNMENT / "feedback").glob("*/*.html"))
+            page.locator(".jp-DirListing-item", has_text=html.name).dblclick()
+            feedback = page.frame_locator(".jp-HTMLViewer iframe").locator("body")
+            auto_total = sum(auto_points.values())
+            expect(feedback).to_contain_text(Path(name).stem)
+            expect(feedback).to_contain_text(re.compile(rf"\b{auto_total:g}(\.0)?\b"))
+            me.shot("feedback")
         except Exception:
             me.leave_evidence(log)
             raise
         finally:
             context.close()
-
-    # The instructor's side, as `make collect autograde` runs it.
-    pipeline.collect(course, ASSIGNMENT)
-    pipeline.autograde(course, ASSIGNMENT, STUDENT)
-    scores = pipeline.cell_scores(course, ASSIGNMENT)[STUDENT]
-    assert {g: s.score for g, s in scores.items() if g in auto_points} == auto_points
-    for grade_id in manual_points:   # the written answer waits for the TA, as typed
-        assert scores[grade_id].needs_manual_grade and scores[grade_id].score is None
-    submitted = nbformat.read(course.runtime_dir / "submitted" / STUDENT / ASSIGNMENT / name, as_version=4)
-    sources = [c.source for c in submitted.cells]
-    assert all(text in sources for _, _, text in solutions), "the submission holds what was typed"
 
     # The instructor's server: its formgrader reads the same gradebook and shows the same score.
     log = shots / "jupyterlab-instructor.log"
