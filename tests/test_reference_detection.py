@@ -2,6 +2,8 @@
 (grading/reference_check.py), and students hear it before they submit (grading/validate_hooks.py)."""
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -127,3 +129,52 @@ def test_validate_hooks_warn_in_the_next_test_cell_and_point_at_the_first_error(
     assert first.ename == "FirstError"
     assert "DataError: mnist is not in /data" in first.evalue and "cell 2" in first.evalue and "x = 1" in first.evalue
     assert test.outputs[1].ename == "NameError"
+
+
+@pytest.mark.slow
+def test_week1_an_answer_importing_the_reference_scores_0_and_feedback_says_why_and_waits_for_the_written_grade(
+        course_runtime):
+    """One week-1 submission, graded as `make demo` grades it (nbgrader autograde with our preprocessors)."""
+    import shutil
+
+    from gankit.data import prepare
+    from grading import demo, pipeline
+
+    course = course_runtime
+    prepare("mnist", course.data_dir, smoke=True, seed=0)
+    release = pipeline.generate(course, demo.ASSIGNMENT)
+    nb = nbformat.read(release / demo.NOTEBOOK, as_version=4)
+    demo.full(nb, demo.solutions(course))
+    demo._replace(nb, "losses", "def discriminator_loss(real_logits, fake_logits):",
+                  "from gankit.models import dcgan\n\n\ndef discriminator_loss(real_logits, fake_logits):")
+    demo._replace(nb, "losses", "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+                  "return dcgan.discriminator_loss(real_logits, fake_logits)")
+    dest = course.runtime_dir / "submitted" / "copycat" / demo.ASSIGNMENT
+    shutil.copytree(release, dest, ignore=shutil.ignore_patterns(".*"))
+    nbformat.write(nb, dest / demo.NOTEBOOK)
+    (dest / "timestamp.txt").write_text("2027-01-12 10:00:00.000000 UTC")
+
+    pipeline.autograde(course, demo.ASSIGNMENT)
+    scores = {gid: s.score for gid, s in pipeline.cell_scores(course, demo.ASSIGNMENT)["copycat"].items()}
+    assert scores["test_discriminator_loss"] == 0
+    assert scores["test_blocks"] == demo.AUTOGRADED["test_blocks"]
+    assert scores["test_networks"] == demo.AUTOGRADED["test_networks"]
+    assert scores[demo.WRITTEN] is None
+    graded = nbformat.read(course.runtime_dir / "autograded" / "copycat" / demo.ASSIGNMENT / demo.NOTEBOOK, as_version=4)
+    losses = next(c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "losses")
+    assert "dcgan.discriminator_loss(real_logits, fake_logits)" in losses.source    # what the student wrote
+    assert losses.outputs[0].ename == "ReferenceImplementation"
+    assert "gankit.models.dcgan.discriminator_loss" in losses.outputs[0].evalue
+
+    page = course.runtime_dir / "feedback" / "copycat" / demo.ASSIGNMENT / demo.NOTEBOOK.replace(".ipynb", ".html")
+    pipeline.feedback(course, demo.ASSIGNMENT)
+    html = page.read_text()
+    assert "ReferenceImplementation" in html and "gankit.models.dcgan.discriminator_loss" in html
+    written = re.compile(r"Written response</a> \(([^)]*)\)")     # its line in the table of contents
+    assert written.search(html).group(1) == "waiting for grading, out of 4.0"
+    assert "so far; 4.0 points waiting for grading" in html
+    assert "Score: 0.0 / 4.0 <a" not in html.split('name="written_saturation"')[1][:400]   # its score box
+    pipeline.set_manual_grade(course, demo.ASSIGNMENT, "copycat", demo.WRITTEN, 3.0)
+    pipeline.feedback(course, demo.ASSIGNMENT)
+    html = page.read_text()
+    assert written.search(html).group(1) == "Score: 3.0 / 4.0" and "waiting for grading" not in html
