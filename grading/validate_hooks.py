@@ -25,6 +25,8 @@ from nbgrader import utils
 
 from grading import reference_check
 
+SMOKE_HINT = ("Offline, or without the full data? Add a cell below the parameters cell with `SMOKE = True` "
+              "(small embedded data, what the grader runs) and validate again. ")
 _state: dict = {"first_error": None, "reference": []}
 
 
@@ -68,7 +70,8 @@ def on_cell_error(cell=None, cell_index=None, execute_reply=None, **_):
         return
     if cell is None or not _is_test(cell) or first["index"] == cell_index:
         return
+    hint = SMOKE_HINT if first["ename"] == "DataError" else ""
     cell.outputs = [_note("FirstError", (
-        f"the first error in this notebook was {first['ename']}: {first['evalue']} in cell {first['index'] + 1} "
-        f"(`{first['line']}`). Fix that one first: this failure may follow from it "
-        f"(this test cell's own error is below)"))] + list(cell.outputs)
+        f"the first error in this notebook was in cell {first['index'] + 1} (`{first['line']}`), "
+        f"{first['ename']}: {first['evalue'].rstrip()}\n{hint}Fix that one first: this failure may follow from it "
+        f"(this test cell's own error is below)."))] + list(cell.outputs)
