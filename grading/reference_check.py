@@ -221,8 +221,13 @@ def is_student_cell(cell: NotebookNode) -> bool:
     return not (utils.is_locked(cell) or (utils.is_grade(cell) and not utils.is_solution(cell)))
 
 
-def scan_notebook(nb: NotebookNode, graded: set[str]) -> dict[int, list[Finding]]:
-    """{cell index: findings} for the student-editable code cells that use the kit's reference."""
+def scan_notebook(nb: NotebookNode, graded: set[str], instructor_ids: set[str] | None = None) -> dict[int, list[Finding]]:
+    """{cell index: findings} for the student-editable code cells that use the kit's reference.
+
+    ``instructor_ids``: grade_ids of the instructor's locked and test cells, from the gradebook.
+    Given, a cell counts as the instructor's only when its grade_id is one of them, whatever its
+    metadata claims (a student can mark a new cell ``locked``); without it, the metadata decides.
+    """
     modules: dict[str, str] = {}
     found: dict[int, list[Finding]] = {}
     for index, cell in enumerate(nb.cells):
@@ -236,7 +241,9 @@ def scan_notebook(nb: NotebookNode, graded: set[str]) -> dict[int, list[Finding]
             continue    # the kernel reports it; a cell that does not compile binds nothing
         scanner = _Scanner(graded, modules)
         scanner.visit(tree)
-        if scanner.findings and is_student_cell(cell):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        student = is_student_cell(cell) if instructor_ids is None else grade_id not in instructor_ids
+        if scanner.findings and student:
             found[index] = scanner.findings
     return found
 
@@ -257,26 +264,29 @@ class FlagReferenceAnswers(NbGraderPreprocessor):
     extra_graded_names = List(Unicode(), help="Names treated as graded besides those the solution cells "
                               "define").tag(config=True)
 
-    def _release_stubs(self, resources) -> dict[str, str]:
-        """{grade_id: release source} of the notebook's solution code cells, from the gradebook."""
+    def _from_gradebook(self, resources) -> tuple[dict[str, str], set[str] | None]:
+        """({grade_id: release source} of the solution code cells, grade_ids of the instructor's
+        locked and test cells), from the gradebook; ({}, None) without one."""
         from nbgrader.api import Gradebook, MissingEntry
 
         info = resources.get("nbgrader", {})
         if not info.get("db_url"):
-            return {}
+            return {}, None
         try:
             with Gradebook(info["db_url"]) as gb:
                 notebook = gb.find_notebook(info["notebook"], info["assignment"])
                 solutions = {c.name for c in notebook.solution_cells}
-                return {c.name: c.source or "" for c in notebook.source_cells
-                        if c.name in solutions and c.cell_type == "code"}
+                tests = {c.name for c in notebook.grade_cells} - solutions
+                stubs = {c.name: c.source or "" for c in notebook.source_cells
+                         if c.name in solutions and c.cell_type == "code"}
+                return stubs, tests | {c.name for c in notebook.source_cells if c.locked}
         except MissingEntry:
-            return {}
+            return {}, None
 
     def preprocess(self, nb, resources):
         if not self.enabled:
             return nb, resources
-        stubs = self._release_stubs(resources)
+        stubs, instructor_ids = self._from_gradebook(resources)
         if stubs:
             graded = graded_names(list(stubs.values()))
         else:   # no gradebook (a notebook graded outside a course): the submission's own solution cells
@@ -284,7 +294,7 @@ class FlagReferenceAnswers(NbGraderPreprocessor):
         graded |= set(self.extra_graded_names)
         if not graded:
             return nb, resources
-        for index, findings in scan_notebook(nb, graded).items():
+        for index, findings in scan_notebook(nb, graded, instructor_ids).items():
             cell = nb.cells[index]
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
             note = "; ".join(f.message() for f in findings)

@@ -83,6 +83,13 @@ def test_locked_and_test_cells_are_not_the_students_and_are_not_flagged():
     assert scan_notebook(nb, GRADED) == {}
 
 
+def test_a_cell_the_student_marked_locked_is_still_the_students_when_the_gradebook_says_so():
+    nb = _nb("x = 1", extra="from gankit.models.dcgan import discriminator_loss")
+    nb.cells[2].metadata.update(_meta("sneaky", locked=True))
+    assert scan_notebook(nb, GRADED) == {}                                 # metadata alone would trust it
+    assert set(scan_notebook(nb, GRADED, instructor_ids={"setup", "test"})) == {2}
+
+
 def test_graded_names_come_from_top_level_defs_and_classes_of_solution_cells():
     assert reference_check.graded_names([STUB, "class Generator:\n    def inner(self): pass\nX = 1"]) == {
         "discriminator_loss", "Generator"}
@@ -91,7 +98,8 @@ def test_graded_names_come_from_top_level_defs_and_classes_of_solution_cells():
 def test_a_flagged_solution_runs_as_its_stub_and_keeps_the_students_code_with_the_reason(monkeypatch):
     answer = "from gankit.models.dcgan import discriminator_loss"
     nb = _nb(answer, extra="from gankit.models.dcgan import train_step\nhelper = 1")
-    monkeypatch.setattr(FlagReferenceAnswers, "_release_stubs", lambda self, resources: {"losses": STUB, "step": TRAIN_STUB})
+    monkeypatch.setattr(FlagReferenceAnswers, "_from_gradebook",
+                        lambda self, resources: ({"losses": STUB, "step": TRAIN_STUB}, {"setup", "test"}))
     nb, resources = FlagReferenceAnswers().preprocess(nb, {})
     assert nb.cells[1].source == STUB
     assert "helper" not in nb.cells[2].source and "not run by the grader" in nb.cells[2].source
