@@ -103,7 +103,7 @@ def configure_student(c, course: Course, student_id: str | None = None) -> None:
     # Validate names the first cell that raised and warns of answers using gankit's own reference.
     from grading import validate_hooks
     c.Execute.on_notebook_start = validate_hooks.on_notebook_start
-    c.Execute.on_cell_executed = validate_hooks.on_cell_executed
+    c.Execute.on_cell_start = validate_hooks.on_cell_start
     c.Execute.on_cell_error = validate_hooks.on_cell_error
     if student_id:
         c.CourseDirectory.student_id = student_id

@@ -12,8 +12,10 @@ below, which write into the failing test cell's outputs, first, where the Valida
   earlier cell (its number and first line), the exception and its message, and saying that this
   failure may follow from it;
 - ``ReferenceImplementation``: a student cell that uses gankit's own implementation of a graded
-  function (grading/reference_check.py) makes the next test cell fail in Validate with the reason,
-  since the grader will score that answer 0.
+  function (grading/reference_check.py) makes the first test cell below it fail in Validate with
+  the reason, since the grader will score that answer 0 (a flagged cell below the last test cell
+  is not shown by Validate; the grader still catches it). The graded names come from the solution
+  cells of the student's own notebook (there is no gradebook on the student's side).
 
 State lives in this module for the one notebook being validated: Validator runs one notebook at a
 time, and ``on_notebook_start`` resets it.
@@ -27,7 +29,7 @@ from grading import reference_check
 
 SMOKE_HINT = ("Offline, or without the full data? Add a cell below the parameters cell with `SMOKE = True` "
               "(small embedded data, what the grader runs) and validate again. ")
-_state: dict = {"first_error": None, "reference": []}
+_state: dict = {"first_error": None, "reference": [], "notebook": None}
 
 
 def _note(ename: str, message: str) -> NotebookNode:
@@ -40,23 +42,37 @@ def _is_test(cell) -> bool:
 
 
 def on_notebook_start(notebook=None, **_):
-    """Reset, and find the student cells that use the kit's reference of a graded function."""
+    """Reset; find the student cells that use the kit's reference of a graded function, and the
+    test cell below each one, where Validate will read the warning."""
     _state["first_error"] = None
     _state["reference"] = []
+    _state["notebook"] = notebook
     if notebook is None:
         return
     graded = reference_check.graded_names(
         [c.source for c in notebook.cells if c.cell_type == "code" and utils.is_solution(c)])
     for index, findings in reference_check.scan_notebook(notebook, graded).items():
+        target = next((i for i in range(index + 1, len(notebook.cells)) if _is_test(notebook.cells[i])), None)
+        if target is None:
+            continue    # no test below it: Validate cannot show it (the grader still catches it)
         for finding in findings:
-            _state["reference"].append(f"cell {index + 1}: {finding.message()}; the grader will score it 0")
+            _state["reference"].append((target, f"cell {index + 1}: {finding.message()}; the grader will score it 0"))
 
 
-def on_cell_executed(cell=None, cell_index=None, **_):
-    """Before a test cell's result is read: the reference warnings still to give land here."""
-    if cell is not None and _is_test(cell) and _state["reference"]:
-        cell.outputs = [_note(reference_check.ENAME, w) for w in _state["reference"]] + list(cell.outputs)
-        _state["reference"] = []
+def on_cell_start(cell_index=None, **_):
+    """Before each cell: the test cells above it have their final outputs; warnings due there land first.
+
+    nbgrader's Execute keeps ``on_cell_executed`` for itself (a method, not the configurable hook),
+    and nbclient empties a cell's outputs when it runs, so a warning is added once its test cell has run.
+    """
+    notebook = _state.get("notebook")
+    if notebook is None or cell_index is None:
+        return
+    due = [(target, text) for target, text in _state["reference"] if target < cell_index]
+    for target, text in due:
+        cell = notebook.cells[target]
+        cell.outputs = [_note(reference_check.ENAME, text)] + list(cell.get("outputs", []))
+    _state["reference"] = [item for item in _state["reference"] if item not in due]
 
 
 def on_cell_error(cell=None, cell_index=None, execute_reply=None, **_):

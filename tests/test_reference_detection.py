@@ -117,13 +117,17 @@ def test_a_flagged_solution_runs_as_its_stub_and_keeps_the_students_code_with_th
 def test_validate_hooks_warn_in_the_next_test_cell_and_point_at_the_first_error():
     nb = _nb(STUB.replace("raise NotImplementedError()", "from gankit.models.dcgan import discriminator_loss as f\n"
                           "    return f(real_logits, fake_logits)"))
+    nb.cells.insert(1, new_code_cell("assert True", metadata=_meta("test_before", locked=True, grade=True, points=1)))
     validate_hooks.on_notebook_start(notebook=nb)
-    test = nb.cells[2]
-    test.outputs = []
-    validate_hooks.on_cell_executed(cell=nb.cells[1], cell_index=1)
-    assert nb.cells[1].get("outputs", []) == []                   # warnings go to a test cell, which Validate reads
-    validate_hooks.on_cell_executed(cell=test, cell_index=2)
+    before, test = nb.cells[1], nb.cells[3]
+    before.outputs, test.outputs = [], []
+    validate_hooks.on_cell_start(cell_index=2)                   # the test above the answer has run
+    validate_hooks.on_cell_start(cell_index=3)                   # the answer has run
+    assert before.outputs == [] and nb.cells[2].get("outputs", []) == []
+    validate_hooks.on_cell_start(cell_index=4)                   # the test below the answer has run
     assert test.outputs[0].ename == "ReferenceImplementation" and "score it 0" in test.outputs[0].evalue
+    validate_hooks.on_cell_start(cell_index=5)
+    assert len(test.outputs) == 1                                 # given once
 
     nb = _nb("x = 1")
     validate_hooks.on_notebook_start(notebook=nb)

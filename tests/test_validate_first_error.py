@@ -13,7 +13,8 @@ from grading.nbgrader_setup import configure_student
 
 
 @pytest.mark.slow
-def test_validate_offline_without_data_names_the_data_error_and_its_cell(course_runtime, tmp_path, monkeypatch):
+def test_validate_offline_names_the_data_error_and_its_cell_and_warns_of_a_reference_answer(
+        course_runtime, tmp_path, monkeypatch):
     from nbgrader.validator import Validator
 
     course = course_runtime
@@ -23,6 +24,10 @@ def test_validate_offline_without_data_names_the_data_error_and_its_cell(course_
     path = home / demo.NOTEBOOK
     nb = nbformat.read(path, as_version=4)
     demo.full(nb, demo.solutions(course))         # correct answers; the parameters as released (SMOKE = False)
+    # ... except that one answer hands over to the kit's reference: Validate warns before submission
+    demo._replace(nb, "dcgan", "def generator_block(in_channels, out_channels):",
+                  "from gankit.models import dcgan as kit\n\n\ndef generator_block(in_channels, out_channels):\n"
+                  "    return kit.generator_block(in_channels, out_channels)\n\n\ndef unused(in_channels, out_channels):")
     nbformat.write(nb, path)
     empty = tmp_path / "empty-cache"
     empty.mkdir()
@@ -37,9 +42,11 @@ def test_validate_offline_without_data_names_the_data_error_and_its_cell(course_
     configure_student(c, course)
     results = Validator(config=c).validate(str(path))
 
-    failed = results.get("failed", [])
-    assert failed, results
-    first = failed[0]["raw_error"]
+    failed = [entry["raw_error"] for entry in results.get("failed", [])]
+    assert len(failed) == 2, results
+    warning, first = failed
+    assert warning.index("ReferenceImplementation") < 80 and "gankit.models.dcgan.generator_block" in warning
+    assert "score it 0" in warning
     train = next(i for i, cell in enumerate(nb.cells) if cell.metadata.get("nbgrader", {}).get("grade_id") == "train")
     assert "FirstError" in first and "DataError" in first, first
     assert f"cell {train + 1}" in first and 'prepare("mnist", DATA_DIR' in first
