@@ -78,6 +78,14 @@ def test_an_import_in_a_cell_the_student_added_is_flagged_there_and_its_use_in_t
     assert set(scan_notebook(added, GRADED)) == {2}
 
 
+def test_code_nested_too_deeply_to_check_is_flagged_when_it_names_the_kit_and_ignored_otherwise():
+    deep = "x = d" + ".b" * 100_000       # Python itself gives up building this tree (RecursionError)
+    assert _flagged("import gankit.models.dcgan as d\n" + deep) == ["?"]
+    assert _flagged(deep) == []
+    assert _flagged("x = " + "(" * 1000 + "1" + ")" * 1000) == []        # too nested to compile: binds nothing
+    assert _flagged("x = 1\0") == []                                     # null byte: does not compile
+
+
 def test_locked_and_test_cells_are_not_the_students_and_are_not_flagged():
     nb = _nb("x = 1", setup="from gankit.models.dcgan import discriminator_loss")
     assert scan_notebook(nb, GRADED) == {}
