@@ -80,7 +80,8 @@ def configure_feedback_template(c) -> None:
     nbgrader_templates = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates")
     c.HTMLExporter.template_name = "gankit_feedback"
     c.HTMLExporter.template_file = "gankit_feedback.html.j2"   # extends nbgrader's index.html.j2
-    c.HTMLExporter.extra_template_basedirs = [nbgrader_templates, str(REPO_ROOT / "grading" / "templates")]
+    ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+    c.HTMLExporter.extra_template_basedirs = [nbgrader_templates, ours]
 
 
 def configure_exchange(c, course: Course) -> None:
