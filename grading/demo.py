@@ -116,6 +116,15 @@ def forger(nb, sol, course=None):
         + _cells(nb)["losses"].source)
 
 
+def copycat(nb, sol, course=None):
+    # Correct work, except that discriminator_loss hands over to gankit's own reference of it: the
+    # grader runs the losses cell as released (grading/reference_check.py), so everything using
+    # those losses fails, and the feedback says why.
+    full(nb, sol)
+    _replace(nb, "losses", "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+             "from gankit.models import dcgan\n    return dcgan.discriminator_loss(real_logits, fake_logits)")
+
+
 def noisy(nb, sol, course=None):
     # Correct code that warns on stderr (as torch often does): nbgrader alone would score it 0.
     full(nb, sol)
@@ -185,6 +194,9 @@ CLASS = [
     Student("forge", "wrong losses; monkeypatches torch.allclose and hidden_check", forger,
             lost={"test_discriminator_loss": 3, "test_generator_losses": 3}, manual=4.0),
     Student("noisy", "correct, but warns on stderr", noisy, manual=4.0),
+    Student("copy", "discriminator_loss calls gankit's own reference", copycat,
+            lost={"test_discriminator_loss": 3, "test_generator_losses": 3, "test_train_step": 4,
+                  "test_training_ran": 2}, manual=4.0),
     Student("late", "correct, two days late", full, manual=None, days_late=1.5),
 ]
 # Hostile submissions, graded in the sandbox (`gankit grade`); without bubblewrap they are left out.

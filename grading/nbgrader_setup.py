@@ -7,7 +7,9 @@ from grading.course import REPO_ROOT, Course, CourseError, Grading
 
 AUTOGRADE_PREPROCESSORS = [
     "grading.preprocessors.InjectGradingParameters",
+    "grading.reference_check.FlagReferenceAnswers",   # an answer that imports gankit's own: not done
     "grading.preprocessors.GradingExecute",
+    "grading.reference_check.NoteReferenceAnswers",
     "grading.preprocessors.RelabelStderr",
     "grading.preprocessors.MarkUnrunTestCells",
     "grading.checks.CompareHiddenChecks",
@@ -21,6 +23,7 @@ AUTOGRADE_PREPROCESSORS = [
 
 # nbgrader's own feedback, with the hidden tests left out (grading/checks.py HideHiddenTests)
 FEEDBACK_PREPROCESSORS = ["grading.checks.HideHiddenTests", "nbgrader.preprocessors.GetGrades",
+                          "grading.feedback.MarkPendingGrades",   # "waiting for grading", not 0.0 / 4.0
                           "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
 
 
@@ -71,6 +74,16 @@ def configure_autograde(c, grading: Grading, parameters: dict) -> None:
     c.InjectGradingParameters.parameters = parameters
 
 
+def configure_feedback_template(c) -> None:
+    """nbgrader's feedback template, with ungraded written answers shown as waiting (grading/templates)."""
+    import nbgrader
+    nbgrader_templates = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates")
+    c.HTMLExporter.template_name = "gankit_feedback"
+    c.HTMLExporter.template_file = "gankit_feedback.html.j2"   # extends nbgrader's index.html.j2
+    ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+    c.HTMLExporter.extra_template_basedirs = [nbgrader_templates, ours]
+
+
 def configure_exchange(c, course: Course) -> None:
     """What students and instructors share: the course id and where the exchange lives."""
     c.CourseDirectory.course_id = course.course_id
@@ -91,6 +104,11 @@ def configure_student(c, course: Course, student_id: str | None = None) -> None:
         c.Exchange.assignment_dir = str(course.runtime_dir / "students" / student_id)
     # Validate runs each cell under the grader's limit, not nbgrader's 30 s, so it agrees with autograde.
     c.Execute.timeout = course.grading.cell_timeout_s
+    # Validate names the first cell that raised and warns of answers using gankit's own reference.
+    from grading import validate_hooks
+    c.Execute.on_notebook_start = validate_hooks.on_notebook_start
+    c.Execute.on_cell_start = validate_hooks.on_cell_start
+    c.Execute.on_cell_error = validate_hooks.on_cell_error
     if student_id:
         c.CourseDirectory.student_id = student_id
     if course.exchange_server.url:
@@ -118,6 +136,7 @@ def configure(c, course: Course) -> None:
     # and feedback never shows the hidden tests themselves (nbgrader's own does: jupyter/nbgrader#917).
     c.CompareHiddenChecks.keys_dir = str(course.runtime_dir / "grading" / "keys")
     c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
+    configure_feedback_template(c)
     c.AssignLatePenalties.plugin_class = "grading.late.CourseLatePolicy"
     c.CourseLatePolicy.penalty_per_day = course.late_policy.penalty_per_day
     c.CourseLatePolicy.max_days = course.late_policy.max_days

@@ -76,11 +76,12 @@ def test_feedback_tells_each_student_what_happened(demo):
     _, course = demo
     feedback = course.runtime_dir / "feedback"
     html = {s: (feedback / s / "week01_gan_foundations" / "gan_foundations.html").read_text()
-            for s in ("seg", "loop", "noisy", "tam", "forge")}
+            for s in ("seg", "loop", "noisy", "tam", "forge", "copy")}
     assert "KernelDied" in html["seg"]
     assert "CellTimeoutError" in html["loop"]
     assert "[stderr]" in html["noisy"]
     assert "was missing from the submission" in html["tam"]
+    assert "ReferenceImplementation" in html["copy"] and "gankit.models.dcgan.discriminator_loss" in html["copy"]
     assert "HiddenCheckFailed" in html["forge"] and "hidden check 'extreme logits': failed" in html["forge"]
     # nbgrader's own feedback shows the hidden tests (jupyter/nbgrader#917); ours shows none of their lines
     source = nbformat.read(course.week_of("week01_gan_foundations").assignment_dir() / "gan_foundations.ipynb",
