@@ -57,6 +57,8 @@ STUDENT_PATHS = (
     "grading/syllabus.py",
     "grading/exchange_doctor.py",
     "grading/exchange_http.py",
+    "grading/validate_hooks.py",
+    "grading/reference_check.py",
 )
 # Files of the copy made here rather than copied: {path in the copy: template in this repository}.
 TEMPLATES = {

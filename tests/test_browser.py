@@ -403,6 +403,9 @@ def test_a_student_on_their_own_server_submits_week1_and_reads_the_feedback(brow
             auto_total = sum(auto_points.values())
             expect(feedback).to_contain_text(Path(name).stem)
             expect(feedback).to_contain_text(re.compile(rf"\b{auto_total:g}(\.0)?\b"))
+            # The written answer nobody graded yet is pending, not a zero (grading/feedback.py).
+            expect(feedback).to_contain_text("waiting for grading")
+            expect(feedback).not_to_contain_text(f"0.0 / {sum(manual_points.values()):.1f}")
             me.shot("feedback")
         except Exception:
             me.leave_evidence(log)

@@ -29,7 +29,7 @@ ISOLATE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__edita
            "getattr(f, '__module__', '')]; ")
 STUDENT_MODULES = ("grading", "grading.course", "grading.nbgrader_setup", "grading.lab", "grading.doctor",
                    "grading.student_update", "grading.syllabus", "grading.exchange_doctor",
-                   "grading.exchange_http")
+                   "grading.exchange_http", "grading.validate_hooks", "grading.reference_check")
 INSTRUCTOR_ONLY = ("checks.py", "demo.py", "pipeline.py", "batch.py", "sandbox.py", "student_copy.py", "__main__.py",
                    "intake.py", "preprocessors.py", "gradebook.py")
 
