@@ -1,10 +1,11 @@
 """An instructor's server and a student's server on one machine, sharing only the exchange.
 
 Each "server" is a folder of its own: the instructor's course runtime, and the student's clone
-runtime and HOME. The student's side runs as another Unix uid with no passwd entry (HOME and USER
-set), through nbgrader's own apps and the student's configuration (course/server/student/), exactly
-as the Assignment List of `make lab` runs them; the instructor's side runs the pipeline as root.
-The round trip: generate + release -> fetch + submit -> collect + autograde + feedback ->
+(the student copy, grading/student_copy.py: no solutions, no grader), its runtime and HOME. The
+student's side runs as another Unix uid with no passwd entry (HOME and USER set), through nbgrader's
+own apps and the clone's student configuration (course/server/student/), exactly as the Assignment
+List of `make lab` runs them; the instructor's side runs the pipeline as root.
+The round trip: generate + release -> fetch + validate + submit -> collect + autograde + feedback ->
 fetch_feedback, the student reading the HTML. On the way, an inbound folder the student cannot
 write is found by `gankit doctor` from both sides, with the chmod that fixes it.
 
@@ -32,6 +33,7 @@ import pytest
 
 from grading import pipeline
 from grading.course import COURSE_FILE, REPO_ROOT, Course, load_course
+from grading.student_copy import build_student_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_root]
 
@@ -50,6 +52,7 @@ class Server:
     runtime: Path
     home: Path
     extra_env: dict
+    code: Path = REPO_ROOT   # the clone the side runs: the repository, or the student copy a student cloned
 
     def course(self) -> Course:
         os.environ["GANKIT_COURSE_RUNTIME"] = str(self.runtime)   # restored by the fixture
@@ -60,7 +63,7 @@ class Server:
         env.update(HOME=str(self.home), USER=self.name, LOGNAME=self.name, PYTHONDONTWRITEBYTECODE="1",
                    GANKIT_COURSE_FILE=str(self.course_file), GANKIT_COURSE_RUNTIME=str(self.runtime),
                    PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-                   PYTHONPATH=str(REPO_ROOT), **self.extra_env)
+                   PYTHONPATH=str(self.code), **self.extra_env)
         return env
 
 
@@ -116,16 +119,21 @@ def two_servers(request, monkeypatch, capsys):
                 print(f"\n[two servers] o+x for the student's uid until the test ends: {[str(p) for p, _ in undo]}")
         monkeypatch.setenv("GANKIT_COURSE_RUNTIME", "")   # Server.course() sets it; undone afterwards
         text = COURSE_FILE.read_text()
+        # The student's server runs the student copy (grading/student_copy.py), as its student cloned it.
+        clone = base / "student" / "gan-course"
+        build_student_copy(clone, say=lambda *_: None)
         sides = {}
         for side, name in (("instructor", "instructor"), ("student", STUDENT)):
             folder = base / side
             (folder / "home").mkdir(parents=True)
-            course_file = folder / "course.yml"
+            course_file = folder / "course.yml" if side == "instructor" else clone / "course" / "course.yml"
             course_file.write_text(route.course_yaml(text, side))
-            sides[side] = Server(name, course_file, folder / "runtime", folder / "home", route.env(side))
+            runtime = folder / "runtime" if side == "instructor" else clone / "runtime"
+            sides[side] = Server(name, course_file, runtime, folder / "home", route.env(side),
+                                 REPO_ROOT if side == "instructor" else clone)
         student = sides["student"]
         student.runtime.mkdir()
-        for path in (student.home, student.runtime, base / "student"):
+        for path in (base / "student", *(p for p in (base / "student").rglob("*") if not p.is_symlink())):
             os.chown(path, STUDENT_UID, STUDENT_GID)
         yield route, sides["instructor"], student
     finally:
@@ -138,7 +146,7 @@ def two_servers(request, monkeypatch, capsys):
 def as_student(student: Server, *argv: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ARGV as the student's uid with the student's server configuration (course/server/student)."""
     env = student.env()
-    env.update(JUPYTER_CONFIG_PATH=str(REPO_ROOT / "course" / "server" / "student"), GANKIT_STUDENT_ID=STUDENT)
+    env.update(JUPYTER_CONFIG_PATH=str(student.code / "course" / "server" / "student"), GANKIT_STUDENT_ID=STUDENT)
     result = subprocess.run(list(argv), env=env, cwd=cwd or student.home, user=STUDENT_UID, group=STUDENT_GID,
                             extra_groups=[], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     if check and result.returncode != 0:
@@ -168,12 +176,15 @@ def instructor_doctor(instructor: Server, monkeypatch) -> str:
 
 
 def solve(notebook: Path, source: Path) -> None:
-    """Put the instructor's solutions into the student's fetched notebook (as the student would type them)."""
+    """Put the instructor's solutions into the student's fetched notebook (as the student would type
+    them), and `SMOKE = True` in a new cell below the parameters, as the notebook says to validate offline."""
     key = nbformat.read(source, as_version=4)
     nb = nbformat.read(notebook, as_version=4)
     for index, cell in enumerate(key.cells):
         if cell.metadata.get("nbgrader", {}).get("solution"):
             nb.cells[index].source = MARKERS.sub("", cell.source).rstrip("\n")
+    parameters = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(parameters + 1, nbformat.v4.new_code_cell("SMOKE = True"))
     nbformat.write(nb, notebook)
 
 
@@ -202,6 +213,9 @@ def test_release_fetch_submit_grade_and_feedback_between_two_servers(two_servers
     assert fetched.stat().st_uid == STUDENT_UID, "fetched by the student's uid, into their folder"
     solve(fetched, REPO_ROOT / "assignments" / ASSIGNMENT / fetched.name)
     os.chown(fetched, STUDENT_UID, STUDENT_GID)
+    # Validate, as the Assignment List's button does: offline, on the embedded data (SMOKE).
+    validated = student_nbgrader(student, "validate", str(fetched))
+    assert "Success! Your notebook passes all the tests." in validated.stdout + validated.stderr, validated.stdout
 
     if route.shared_folder:
         # A broken inbound: the student cannot submit; the doctor says so on both sides, with the fix.
