@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,6 +40,30 @@ def course_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_COURSE_RUNTIME", str(runtime))
     from grading.course import load_course
     return load_course()
+
+
+@pytest.fixture
+def grant_traverse(capsys):
+    """``grant(path)``: let other users pass through every folder above ``path`` (o+x only, no
+    listing) where they cannot yet, e.g. /root holding pyenv's Python, or a fresh clone under a
+    0700 mktemp folder; for tests that run a process as another uid (needs_root). The old modes
+    are restored when the test ends."""
+    undo: list[tuple[Path, int]] = []
+
+    def grant(path) -> None:
+        for folder in reversed(Path(path).resolve().parents):
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                undo.append((folder, mode))
+                os.chmod(folder, mode | stat.S_IXOTH)
+                with capsys.disabled():
+                    print(f"\n[o+x until the test ends] {folder}")
+
+    try:
+        yield grant
+    finally:
+        for folder, mode in reversed(undo):
+            os.chmod(folder, mode)
 
 
 def _version_problem(program: Path) -> str | None:

@@ -394,11 +394,22 @@ def test_a_student_on_their_own_server_submits_week1_and_reads_the_feedback(brow
             expect(submitted).to_contain_text("feedback available to fetch")
             me.shot("feedback-available")
             submitted.get_by_role("button", name="Fetch Feedback").click()
+            # The list is drawn again once the feedback is here (the button back from "Fetching
+            # Feedback..."); a click on the link of the list being replaced goes nowhere.
+            expect(submitted.get_by_role("button", name="Fetch Feedback")).to_be_enabled()
             view = page.locator("#submitted_assignments_list a", has_text="view feedback").first
             expect(view).to_be_visible()
-            view.click()   # the file browser goes to the feedback folder
             [html] = sorted((own / ASSIGNMENT / "feedback").glob("*/*.html"))
-            page.locator(".jp-DirListing-item", has_text=html.name).dblclick()
+            page_item = page.locator(".jp-DirListing-item", has_text=html.name)
+            for attempt in range(3):
+                view.click()   # the file browser goes to the feedback folder
+                try:
+                    expect(page_item).to_be_visible(timeout=10_000)
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
+            page_item.dblclick()
             feedback = page.frame_locator(".jp-HTMLViewer iframe").locator("body")
             auto_total = sum(auto_points.values())
             expect(feedback).to_contain_text(Path(name).stem)

@@ -549,11 +549,13 @@ def _interpreter_for(uid: int) -> tuple[str, dict] | None:
 
 
 @pytest.mark.needs_root
-def test_the_student_side_runs_as_another_unix_user(served):
+def test_the_student_side_runs_as_another_unix_user(served, grant_traverse):
     """bob's server runs as a uid without a passwd entry, in a folder of its own: the instructor's
     (under pytest's root-only temp folder) is out of its reach, the exchange server is not."""
     course, tokens, url, _ = served
     uid = 54321
+    for path in (sys.executable, REPO_ROOT / "grading"):   # a venv under /root, a clone under a 0700 folder
+        grant_traverse(path)
     found = _interpreter_for(uid)
     if found is None:
         pytest.skip(f"uid {uid} can run neither {sys.executable} nor a system Python "

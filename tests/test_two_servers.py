@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -94,29 +93,15 @@ class SharedFolderRoute:
 ROUTES = {"shared-folder": SharedFolderRoute}
 
 
-def _grant_traverse(path: Path, undo: list) -> None:
-    """Let other users pass through each folder above ``path`` (o+x only, no listing) where they
-    cannot yet, e.g. /root holding pyenv's Python; the old modes are restored afterwards."""
-    for folder in reversed(Path(path).resolve().parents):
-        mode = stat.S_IMODE(folder.stat().st_mode)
-        if not mode & stat.S_IXOTH:
-            undo.append((folder, mode))
-            os.chmod(folder, mode | stat.S_IXOTH)
-
-
 @pytest.fixture(params=sorted(ROUTES))
-def two_servers(request, monkeypatch, capsys):
+def two_servers(request, monkeypatch, grant_traverse):
     """(route, instructor Server, student Server) in a fresh world-traversable temp folder."""
     base = Path(tempfile.mkdtemp(prefix="gankit-two-servers-"))
     os.chmod(base, 0o755)   # pytest's tmp_path is 0700: the student's uid could not reach its folders
-    undo: list = []
     route = ROUTES[request.param](base)
     try:
         for path in (sys.executable, REPO_ROOT / "grading"):
-            _grant_traverse(path, undo)
-        if undo:
-            with capsys.disabled():
-                print(f"\n[two servers] o+x for the student's uid until the test ends: {[str(p) for p, _ in undo]}")
+            grant_traverse(path)
         monkeypatch.setenv("GANKIT_COURSE_RUNTIME", "")   # Server.course() sets it; undone afterwards
         text = COURSE_FILE.read_text()
         # The student's server runs the student copy (grading/student_copy.py), as its student cloned it.
@@ -138,8 +123,6 @@ def two_servers(request, monkeypatch, capsys):
         yield route, sides["instructor"], student
     finally:
         route.close()
-        for folder, mode in reversed(undo):
-            os.chmod(folder, mode)
         shutil.rmtree(base, ignore_errors=True)
 
 
