@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from grading.course import REPO_ROOT, Course, CourseError, load_course
-from grading.nbgrader_setup import ensure_runtime_layout
+from grading.nbgrader_setup import ensure_local_exchange, ensure_runtime_layout
 from grading.syllabus import render_start
 from gankit.io import atomic_write_text
 
@@ -150,10 +150,8 @@ def prepare_root(course: Course, role: str, root: Path, student_id: str | None =
     student_id = student_id or default_student_id()
     own = student_dir(course, student_id)
     own.mkdir(parents=True, exist_ok=True)
-    if (not course.exchange_server.url and course.exchange_dir.is_relative_to(course.runtime_dir)
-            and not course.exchange_dir.is_dir()):
-        course.exchange_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(course.exchange_dir, 0o1777)   # what nbgrader's exchange wants (grading/intake.py)
+    if not course.exchange_server.url:   # the Assignment List lists an empty exchange, not three errors
+        ensure_local_exchange(course)
     atomic_write_text(landing_page(course, student_id), render_start(course, student_id, own))
 
 

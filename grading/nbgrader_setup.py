@@ -45,9 +45,16 @@ def ensure_runtime_layout(course: Course) -> None:
                           f"course with `gankit grade ASSIGNMENT --course DIR`")
     if not source.exists():
         source.symlink_to(target, target_is_directory=True)
-    # nbgrader's default exchange refuses directories that are not world-writable (sticky /tmp-style).
-    # Only an exchange inside the runtime is ours to create and chmod; a shared one (an NFS mount
-    # set up by an admin) is checked by grading/intake.py, never created in place of a missing mount.
+    ensure_local_exchange(course)
+
+
+def ensure_local_exchange(course: Course) -> None:
+    """Create the exchange when it lies inside the runtime folder (one machine's course), mode 1777.
+
+    nbgrader's default exchange refuses directories that are not world-writable (sticky /tmp-style).
+    Only an exchange inside the runtime is ours to create and chmod; a shared one (an NFS mount
+    set up by an admin) is checked by grading/intake.py, never created in place of a missing mount.
+    """
     if course.exchange_dir.is_relative_to(course.runtime_dir):
         course.exchange_dir.mkdir(parents=True, exist_ok=True)
         if course.exchange_dir.stat().st_mode & 0o7777 != 0o1777:

@@ -187,6 +187,13 @@ def test_the_scan_finds_answer_keys_sources_and_solution_cells(tmp_path):
     assert "cell 1" not in found, "a student version's stub is no solution"
 
 
+def add_erratum(notebook: Path) -> None:
+    """The instructor's change between two weeks: one markdown cell more in a paper notebook."""
+    nb = json.loads(notebook.read_text())
+    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "Erratum for week 1."})
+    notebook.write_text(json.dumps(nb, indent=1))
+
+
 def test_regenerating_adds_one_commit_with_the_change(source, tmp_path):
     dest = tmp_path / "student"
     first = build_student_copy(dest, source, say=lambda *a: None)
@@ -194,10 +201,8 @@ def test_regenerating_adds_one_commit_with_the_change(source, tmp_path):
     (dest / "my-test-venv" / "note.txt").write_text("untracked, not ours")
     notebook = source / "notebooks" / "week01_gan_foundations.ipynb"
     original = notebook.read_text()
-    nb = json.loads(original)
-    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "Erratum for week 1."})
     try:
-        notebook.write_text(json.dumps(nb, indent=1))
+        add_erratum(notebook)
         (source / "notebooks" / "scratch_answers.ipynb").write_text("### BEGIN SOLUTION untracked scratch")
         gone = source / "gankit" / "plotting.py"
         gone.rename(source / "plotting.py.away")
@@ -283,10 +288,8 @@ def test_make_update_keeps_the_students_notebook_and_brings_the_new_one(source, 
     # the instructor regenerates with a change to week 1 and a new week 2, and pushes
     notebook = source / "notebooks" / "week01_gan_foundations.ipynb"
     original = notebook.read_text()
-    nb = json.loads(original)
-    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "Erratum for week 1."})
     try:
-        notebook.write_text(json.dumps(nb, indent=1))
+        add_erratum(notebook)
         (source / "notebooks" / "week02_wasserstein.ipynb").write_text(original)
         git(source, "add", "-A")
         git(source, "commit", "-q", "-m", "week 2")
