@@ -14,10 +14,11 @@ from typing import IO, Iterator
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, private: bool = False) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success, fsync it and rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. ``private``: the file
+    stays readable by its owner alone (0600) from its first byte, e.g. for tokens.
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write supports mode 'w' or 'wb'")
@@ -27,9 +28,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         # mkstemp makes the file private (0600); give it the usual umask-based mode so checkpoints
         # and grade files on a shared class server stay readable as any other file would be.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
+        if not private:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_name, 0o666 & ~umask)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()

@@ -50,6 +50,7 @@ import zoneinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from gankit.io import atomic_write
 from grading import safecopy
 from grading.course import Course, CourseError
 from grading.exchange_http import SAFE_ID, UnsafeArchive, checked_id, safe_extract
@@ -88,16 +89,8 @@ def write_tokens(course: Course, students: dict[str, str]) -> None:
     path = tokens_file(course)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".tokens.", suffix=".partial")   # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"students": dict(sorted(students.items()))}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", private=True) as handle:
+        json.dump({"students": dict(sorted(students.items()))}, handle, indent=1)
 
 
 def add_student(course: Course, student_id: str) -> str:
